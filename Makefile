@@ -1,0 +1,42 @@
+# Every target sets up what it needs: `make test` on a fresh clone creates .venv and installs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: install train eval test test-all lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --editable '.[dev]'
+	touch $(STAMP)
+
+## the main job on the embedded toy benchmark; extra Hydra overrides via ARGS="trainer.max_steps=100 ..."
+train: $(STAMP)
+	$(PY) -m dastc.train $(ARGS)
+
+## re-score a checkpoint: make eval ARGS="ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
+eval: $(STAMP)
+	$(PY) -m dastc.eval $(ARGS)
+
+## the fast test suite (CPU, no downloads)
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+## everything, slow tests included
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m ""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dastc tests scripts
+	$(VENV)/bin/ruff format --check dastc tests scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix dastc tests scripts
+	$(VENV)/bin/ruff format dastc tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
