@@ -1,0 +1,1 @@
+"""Datasets, the clip contract and the paired source/target DataModule."""
