@@ -1,0 +1,1 @@
+"""Adaptation methods as LightningModules, and their parts (losses, EMA teacher, optimisation)."""

@@ -1,0 +1,1 @@
+"""Segmentation networks behind one video interface: ``model(frames, flow) -> SegmentationOutput``."""
