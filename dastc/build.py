@@ -1,0 +1,59 @@
+"""Turning a composed config into the objects of a run. The entry points, tests and notebooks share it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from dastc.data.datamodule import PairedClipDataModule
+from dastc.methods.base import AdaptationMethod
+
+
+def build_datamodule(cfg: DictConfig) -> PairedClipDataModule:
+    return instantiate(cfg.dataset, _recursive_=False)
+
+
+def build_method(cfg: DictConfig, datamodule: PairedClipDataModule) -> AdaptationMethod:
+    """The method's LightningModule around a freshly built student network."""
+    student = instantiate(cfg.backbone)
+    method = instantiate(
+        cfg.method,
+        student=student,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        eval_classes=datamodule.eval_classes,
+        val_names=datamodule.val_names,
+        ignore_index=datamodule.ignore_index,
+        _convert_="all",
+    )
+    method.run_config = portable_config(cfg)
+    return method
+
+
+def portable_config(cfg: DictConfig) -> dict:
+    """The run's config as plain containers, with ``paths`` resolved and everything else left as written, so
+    that a checkpoint can be re-evaluated with other paths (eval replaces ``paths`` and resolves again)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container["paths"] = OmegaConf.to_container(cfg.paths, resolve=True)
+    container["seed"] = cfg.seed
+    return container
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+
+
+def build_loggers(cfg: DictConfig, console: Console | None = None) -> list[Logger]:
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._offline and console is not None:
+            console.print(
+                f"W&B is logging offline into {Path(logger.save_dir) / 'wandb'}: upload it later with "
+                "`wandb sync <that folder>/offline-run-*`, or set logger.wandb.offline=false to stream live."
+            )
+    return loggers

@@ -1,0 +1,31 @@
+"""Running an entry point so that a user's mistake reads as one sentence, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from hydra.errors import InstantiationException
+
+from dastc.errors import DastcError
+
+
+def _user_error(err: BaseException) -> DastcError | None:
+    while err is not None:  # Hydra wraps errors raised while instantiating; look through the chain
+        if isinstance(err, DastcError):
+            return err
+        err = err.__cause__ or (err.__context__ if isinstance(err, InstantiationException) else None)
+    return None
+
+
+@contextmanager
+def user_errors():
+    """Turn a DastcError (missing data, bad file, bad checkpoint) into ``error: ...`` and exit status 2."""
+    try:
+        yield
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,85 @@
+"""``python -m dastc.eval ckpt_path=RUN/checkpoints/last.ckpt``: score a checkpoint on target validation.
+
+The benchmark, network and method are rebuilt from the config stored in the checkpoint; ``paths.data_dir``
+and the ``trainer.*`` hardware settings come from this command. Per-class IoU is written as
+``metrics.json`` and ``metrics.md`` into ``RUN/eval/<time>/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from dastc import config  # noqa: F401 - registers the config resolvers
+from dastc.build import build_datamodule, build_method
+from dastc.cli import user_errors
+from dastc.errors import CheckpointError
+from dastc.report import print_metrics, write_metrics
+
+
+def load_run_checkpoint(ckpt_path: str | Path) -> dict:
+    """A checkpoint written by ``dastc.train`` (weights plus the run's config), with clear errors otherwise."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated or not a torch file
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or "dastc_config" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path} was not written by dastc.train (it holds no run config)")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    console = Console()
+    checkpoint = load_run_checkpoint(cfg.ckpt_path)
+    run_cfg = OmegaConf.create(checkpoint["dastc_config"])
+    # Data and outputs of this command, not of the training machine.
+    run_cfg.paths = OmegaConf.to_container(cfg.paths, resolve=True)
+    if cfg.get("eval_model"):
+        run_cfg.method.eval_model = cfg.eval_model
+    datamodule = build_datamodule(run_cfg)
+    method = build_method(run_cfg, datamodule)
+    try:
+        method.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {cfg.ckpt_path} does not fit the network of its own config: {err}"
+        ) from None
+    trainer = instantiate(cfg.trainer, callbacks=[RichProgressBar()])
+    trainer.validate(method, datamodule=datamodule, verbose=False)
+    metrics = method.last_val_metrics
+    if trainer.is_global_zero:
+        info = {
+            "dataset": datamodule.name,
+            "method": run_cfg.method._target_.rsplit(".", 1)[-1],
+            "checkpoint": str(Path(cfg.ckpt_path).absolute()),
+            "step": checkpoint.get("global_step"),
+            "selection": "given checkpoint",
+            "eval_model": run_cfg.method.get("eval_model", "student"),
+        }
+        out_dir = Path(cfg.paths.output_dir)
+        write_metrics(out_dir, metrics, info)
+        print_metrics(console, metrics, f"IoU per class (%), {datamodule.name}, {Path(cfg.ckpt_path).name}")
+        console.print(
+            f"Target mIoU ({datamodule.name}, {cfg.ckpt_path}): {metrics['target']['mIoU']:.2f}  -> {out_dir}",
+            highlight=False,
+        )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    with user_errors():
+        return evaluate(cfg)["target"]["mIoU"]
+
+
+if __name__ == "__main__":
+    main()

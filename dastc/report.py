@@ -1,0 +1,50 @@
+"""Writing and printing the per-class results of a validation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def markdown_table(metrics: dict[str, dict]) -> str:
+    """One row per validation set: per-class IoU (%) then mIoU."""
+    names = list(next(iter(metrics.values()))["IoU"])
+    lines = ["| set | " + " | ".join(names) + " | mIoU |", "|---" * (len(names) + 2) + "|"]
+    for set_name, result in metrics.items():
+        cells = [_fmt(result["IoU"][n]) for n in names] + [f"**{_fmt(result['mIoU'])}**"]
+        lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(out_dir: str | Path, metrics: dict[str, dict], info: dict) -> Path:
+    """``metrics.json`` (numbers + run info) and ``metrics.md`` (a table) in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**info, "metrics": metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+    header = ", ".join(f"{k}: {v}" for k, v in info.items())
+    (out_dir / "metrics.md").write_text(f"# IoU per class (%)\n\n{header}\n\n{markdown_table(metrics)}")
+    return out_dir / "metrics.json"
+
+
+def print_metrics(console: Console, metrics: dict[str, dict], title: str) -> None:
+    """A table with one row per class and one column per validation set."""
+    names = list(next(iter(metrics.values()))["IoU"])
+    table = Table(title=title)
+    table.add_column("class")
+    for set_name in metrics:
+        table.add_column(set_name, justify="right")
+    for name in names:
+        table.add_row(name, *[_fmt(result["IoU"][name]) for result in metrics.values()])
+    table.add_row(
+        "[bold]mIoU[/bold]", *[f"[bold]{_fmt(result['mIoU'])}[/bold]" for result in metrics.values()]
+    )
+    console.print(table)
