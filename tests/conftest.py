@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dastc.config import compose_config
+from dastc.data.toy import ensure_toy_benchmark
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data directory holding the default toy benchmark, generated once per test session (and worker)."""
+    root = tmp_path_factory.mktemp("data")
+    ensure_toy_benchmark(root / "toy")
+    return root
+
+
+@pytest.fixture
+def make_cfg(data_dir, tmp_path):
+    """Compose ``train`` with the test's data dir and a fresh output dir; extra overrides as arguments."""
+
+    def make(*overrides: str, config_name: str = "train"):
+        return compose_config(
+            config_name, [f"paths.data_dir={data_dir}", *overrides], output_dir=tmp_path / "run"
+        )
+
+    return make

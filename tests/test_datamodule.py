@@ -1,0 +1,127 @@
+import shutil
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dastc.build import build_datamodule
+from dastc.data.clip import collate_clips
+from dastc.data.datamodule import ContinuingSampler, PairedClips
+from dastc.data.toy import ToyClips
+from dastc.errors import DataFileError
+
+
+class Numbers(torch.utils.data.Dataset):
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
+def test_paired_stream_shuffles_independently_and_covers_both_sets_evenly():
+    pairs = PairedClips(Numbers(3), Numbers(5), seed=0)
+    assert len(pairs) == 5
+    samples = [pairs[g] for g in range(15)]  # 5 passes of the source, 3 of the target
+    assert Counter(s["source"] for s in samples) == {0: 5, 1: 5, 2: 5}
+    assert Counter(s["target"] for s in samples) == {i: 3 for i in range(5)}
+    for start in range(0, 15, 3):  # every pass over the smaller set is a permutation of it
+        assert sorted(s["source"] for s in samples[start : start + 3]) == [0, 1, 2]
+    assert [pairs[g] for g in range(15)] == samples  # rebuilt from the index alone
+    other = PairedClips(Numbers(3), Numbers(5), seed=1)
+    assert [other[g] for g in range(15)] != samples
+
+
+def test_continuing_sampler_carries_on_across_epochs():
+    sampler = ContinuingSampler(4)
+    assert list(sampler) == [0, 1, 2, 3]
+    sampler.set_epoch(2)
+    assert list(sampler) == [8, 9, 10, 11] and len(sampler) == 4
+
+
+def test_collate_refuses_mixed_label_presence():
+    a = {"frames": torch.zeros(2, 3, 4, 4), "labels": torch.zeros(2, 4, 4, dtype=torch.long), "meta": {}}
+    b = {"frames": torch.zeros(2, 3, 4, 4), "meta": {}}
+    with pytest.raises(ValueError, match="labels"):
+        collate_clips([a, b])
+
+
+def test_datamodule_batches_follow_the_clip_contract(make_cfg):
+    dm = build_datamodule(make_cfg("dataset.batch_size=3", "dataset.val_batch_size=4"))
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    src, tgt = batch["source"], batch["target"]
+    assert src["frames"].shape == (3, 2, 3, 64, 128) and src["frames"].dtype == torch.float32
+    assert src["labels"].shape == (3, 2, 64, 128) and src["labels"].dtype == torch.int64
+    assert src["flow"].shape == (3, 1, 2, 64, 128)
+    assert tgt["frames"].shape == (3, 3, 3, 64, 128) and tgt["flow"].shape == (3, 2, 2, 64, 128)
+    assert "labels" not in tgt and len(tgt["meta"]) == 3 and tgt["meta"][0]["domain"] == "target"
+    val_loaders = dm.val_dataloader()
+    assert [len(loader.dataset) for loader in val_loaders] == [90, 45]
+    val = next(iter(val_loaders[0]))
+    assert val["frames"].shape == (4, 2, 3, 64, 128) and val["labels"].shape == (4, 2, 64, 128)
+    assert dm.val_names == ["target", "source"] and dm.num_classes == len(dm.class_names) == 8
+
+
+def test_datamodule_workers_give_the_same_batches(make_cfg):
+    batches = []
+    for workers in (0, 2):
+        dm = build_datamodule(make_cfg("dataset.batch_size=2", f"dataset.num_workers={workers}"))
+        dm.prepare_data()
+        dm.setup("fit")
+        batches.append(next(iter(dm.train_dataloader())))
+    torch.testing.assert_close(batches[0]["source"]["frames"], batches[1]["source"]["frames"])
+    assert batches[0]["target"]["meta"] == batches[1]["target"]["meta"]
+
+
+@pytest.fixture
+def broken_toy(data_dir, tmp_path):
+    """A private copy of a toy split to damage."""
+    root = tmp_path / "toy"
+    shutil.copytree(data_dir / "toy" / "source" / "val", root / "source" / "val")
+    return root, root / "source" / "val" / "000"
+
+
+def test_missing_frame_is_named(broken_toy):
+    root, seq = broken_toy
+    (seq / "frames" / "0003.png").unlink()
+    ds = ToyClips(root, "source", "val", 2)
+    with pytest.raises(DataFileError, match=r"frame .*0003.png is missing"):
+        ds[2]
+
+
+def test_corrupt_frame_is_named(broken_toy):
+    root, seq = broken_toy
+    path = seq / "frames" / "0002.png"
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(DataFileError, match=r"0002.png is truncated or not a readable image"):
+        ToyClips(root, "source", "val", 2)[1]
+
+
+def test_label_of_the_wrong_size_is_named(broken_toy):
+    root, seq = broken_toy
+    cv2.imwrite(str(seq / "labels" / "0002.png"), np.zeros((32, 64), np.uint8))
+    with pytest.raises(DataFileError, match=r"label .*0002.png is 64x32 but its frame is 128x64"):
+        ToyClips(root, "source", "val", 2)[1]
+
+
+def test_label_with_unknown_class_ids_is_named(broken_toy):
+    root, seq = broken_toy
+    cv2.imwrite(str(seq / "labels" / "0002.png"), np.full((64, 128), 17, np.uint8))
+    with pytest.raises(DataFileError, match=r"0002.png holds values \[17\] outside the 8 class ids"):
+        ToyClips(root, "source", "val", 2)[1]
+
+
+def test_flow_of_the_wrong_size_is_named(broken_toy):
+    root, seq = broken_toy
+    from dastc.flow.io import write_flow_png
+
+    write_flow_png(seq / "flow" / "0002.png", np.zeros((10, 10, 2)))
+    with pytest.raises(DataFileError, match=r"flow .*0002.png is 10x10"):
+        ToyClips(root, "source", "val", 2)[1]
