@@ -20,7 +20,7 @@ from dastc import config  # noqa: F401 - registers the config resolvers
 from dastc.build import build_datamodule, build_method
 from dastc.cli import user_errors
 from dastc.errors import CheckpointError
-from dastc.report import print_metrics, write_metrics
+from dastc.report import report
 
 
 def load_run_checkpoint(ckpt_path: str | Path) -> dict:
@@ -65,13 +65,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "selection": "given checkpoint",
             "eval_model": run_cfg.method.get("eval_model", "student"),
         }
-        out_dir = Path(cfg.paths.output_dir)
-        write_metrics(out_dir, metrics, info)
-        print_metrics(console, metrics, f"IoU per class (%), {datamodule.name}, {Path(cfg.ckpt_path).name}")
-        console.print(
-            f"Target mIoU ({datamodule.name}, {cfg.ckpt_path}): {metrics['target']['mIoU']:.2f}  -> {out_dir}",
-            highlight=False,
-        )
+        report(console, cfg.paths.output_dir, metrics, info, str(cfg.ckpt_path))
     return metrics
 
 

@@ -48,3 +48,14 @@ def print_metrics(console: Console, metrics: dict[str, dict], title: str) -> Non
         "[bold]mIoU[/bold]", *[f"[bold]{_fmt(result['mIoU'])}[/bold]" for result in metrics.values()]
     )
     console.print(table)
+
+
+def report(console: Console, out_dir: str | Path, metrics: dict[str, dict], info: dict, label: str) -> None:
+    """Write ``metrics.json``/``.md`` into ``out_dir``, print the table and the one-line ``Target mIoU`` summary."""
+    write_metrics(out_dir, metrics, info)
+    print_metrics(console, metrics, f"IoU per class (%), {info['dataset']}, {label}")
+    extra = "".join(f" | {name} mIoU {m['mIoU']:.2f}" for name, m in metrics.items() if name != "target")
+    console.print(
+        f"Target mIoU ({info['dataset']}, {label}): {metrics['target']['mIoU']:.2f}{extra}  -> {out_dir}",
+        highlight=False,
+    )

@@ -18,7 +18,7 @@ from rich.console import Console
 from dastc.build import build_callbacks, build_datamodule, build_loggers, build_method
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
-from dastc.report import print_metrics, write_metrics
+from dastc.report import report
 
 # The EMA teacher is kept in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -49,14 +49,7 @@ def train(cfg: DictConfig) -> dict:
             "step": trainer.global_step,
             "selection": "final checkpoint",
         }
-        write_metrics(out_dir, metrics, info)
-        print_metrics(console, metrics, f"IoU per class (%), {datamodule.name}, final checkpoint")
-        extra = "".join(f" | {name} mIoU {m['mIoU']:.2f}" for name, m in metrics.items() if name != "target")
-        console.print(
-            f"Target mIoU ({datamodule.name}, final checkpoint, step {trainer.global_step}): "
-            f"{metrics['target']['mIoU']:.2f}{extra}  -> {out_dir}",
-            highlight=False,
-        )
+        report(console, out_dir, metrics, info, f"final checkpoint, step {trainer.global_step}")
     return metrics
 
 
