@@ -29,6 +29,9 @@ def make_sgd(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
         model.param_groups() if hasattr(model, "param_groups") else {"backbone": list(model.parameters())}
     )
     mults = {"backbone": 1.0, "head": cfg.head_lr_mult}
+    groups = {
+        name: [p for p in params if p.requires_grad] for name, params in groups.items()
+    }  # frozen BN out
     params = [
         {"params": p, "lr": cfg.lr * mults.get(name, 1.0), "name": name} for name, p in groups.items() if p
     ]
