@@ -133,3 +133,20 @@ def test_multirun_gives_each_job_its_own_directory(data_dir, tmp_path):
     (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
     assert jobs == ["0", "1"]
+
+
+def test_train_with_the_accel_backbone(data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = run(
+        "dastc.train",
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={out}",
+        "backbone=accel",
+        "backbone.depth=18",
+        "trainer.max_steps=2",
+        "dataset.schedule.val_every=2",
+        "callbacks=none",
+        "dataset.batch_size=2",
+        cwd=tmp_path,
+    )
+    assert "Target mIoU" in proc.stdout and (out / "checkpoints" / "last.ckpt").is_file()
