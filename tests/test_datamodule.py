@@ -8,7 +8,7 @@ import torch
 
 from dastc.build import build_datamodule
 from dastc.data.clip import collate_clips
-from dastc.data.datamodule import ContinuingSampler, PairedClips
+from dastc.data.datamodule import PairedClips, SkipBadClips, StreamSampler
 from dastc.data.toy import ToyClips
 from dastc.errors import DataFileError
 
@@ -37,11 +37,11 @@ def test_paired_stream_shuffles_independently_and_covers_both_sets_evenly():
     assert [other[g] for g in range(15)] != samples
 
 
-def test_continuing_sampler_carries_on_across_epochs():
-    sampler = ContinuingSampler(4)
-    assert list(sampler) == [0, 1, 2, 3]
-    sampler.set_epoch(2)
-    assert list(sampler) == [8, 9, 10, 11] and len(sampler) == 4
+def test_stream_sampler_starts_where_a_run_left_off_and_continues_across_passes():
+    sampler = StreamSampler(start=6, length=4)
+    assert len(sampler) == 4
+    assert list(sampler) == [6, 7, 8, 9]
+    assert list(sampler) == [10, 11, 12, 13]  # a second pass continues the stream, never repeats it
 
 
 def test_collate_refuses_mixed_label_presence():
@@ -67,6 +67,10 @@ def test_datamodule_batches_follow_the_clip_contract(make_cfg):
     val = next(iter(val_loaders[0]))
     assert val["frames"].shape == (4, 2, 3, 64, 128) and val["labels"].shape == (4, 2, 64, 128)
     assert dm.val_names == ["target", "source"] and dm.num_classes == len(dm.class_names) == 8
+    # Each stream reads its own split: training never sees the held-out source clips.
+    assert [len(dm.datasets[k]) for k in ("source", "target", "val", "val_source")] == [180, 168, 90, 45]
+    assert all("/source/train/" in m["paths"][0] for m in src["meta"])
+    assert all("/target/train/" in m["paths"][0] for m in tgt["meta"])
 
 
 def test_datamodule_workers_give_the_same_batches(make_cfg):

@@ -8,11 +8,13 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import lightning as L
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dastc.data.clip import collate_clips
+from dastc.errors import DataFileError
 
 
 class PairedClips(Dataset):
@@ -45,22 +47,46 @@ class PairedClips(Dataset):
         return {"source": self.source[s], "target": self.target[t]}
 
 
-class ContinuingSampler(Sampler[int]):
-    """Yields sample indices ``epoch * n ... (epoch + 1) * n - 1``: each epoch continues the endless stream."""
+class StreamSampler(Sampler[int]):
+    """Yields ``length`` consecutive sample indices of the endless stream per pass, each pass continuing where
+    the previous one stopped; the first starts at ``start`` (where a resumed run left off)."""
 
-    def __init__(self, length: int):
-        self.length = length
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning at the start of every epoch
-        self.epoch = epoch
+    def __init__(self, start: int, length: int):
+        if start < 0 or length <= 0:
+            raise ValueError(f"bad stream range: start {start}, length {length}")
+        self.next_index, self.length = start, length
 
     def __iter__(self) -> Iterator[int]:
-        start = self.epoch * self.length
-        return iter(range(start, start + self.length))
+        for _ in range(self.length):
+            self.next_index += 1
+            yield self.next_index - 1
 
     def __len__(self) -> int:
         return self.length
+
+
+class SkipBadClips(Dataset):
+    """Replaces an unreadable clip by the next readable one and marks it in ``meta["replaced"]`` (the error), so
+    that the method can count and report skipped clips (``dataset.on_bad_clip=skip``, training sets only)."""
+
+    def __init__(self, dataset: Dataset, max_tries: int = 10):
+        self.dataset, self.max_tries = dataset, max_tries
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        errors = []
+        for k in range(self.max_tries):
+            try:
+                clip = self.dataset[(index + k) % len(self.dataset)]
+            except DataFileError as err:
+                errors.append(str(err))
+                continue
+            if errors:
+                clip["meta"] = {**clip["meta"], "replaced": "; ".join(errors)}
+            return clip
+        raise DataFileError(f"{self.max_tries} clips in a row are unreadable, the first: {errors[0]}")
 
 
 def collate_pairs(pairs: list[dict]) -> dict:
@@ -72,6 +98,11 @@ def collate_pairs(pairs: list[dict]) -> dict:
 
 class PairedClipDataModule(L.LightningDataModule):
     """Builds the benchmark's datasets from config and serves them.
+
+    Training is one pass over ``trainer.max_steps x batch_size x world size`` samples of the endless paired
+    stream; the number of samples consumed is saved in checkpoints, so a resumed run continues the stream
+    exactly. Each loader draws its worker seeds from its own generator, never from the global random state
+    (which the checkpoint restores for the model's own randomness).
 
     ``source``/``target``/``val`` (and each of ``extra_val``) are dataset configs with ``_target_``; ``prepare``
     is an optional config of a callable run once (on rank 0) before the datasets are opened, for example to
@@ -96,9 +127,12 @@ class PairedClipDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        on_bad_clip: str = "raise",
         schedule: Mapping | None = None,
     ):
         super().__init__()
+        if on_bad_clip not in ("raise", "skip"):
+            raise ValueError(f"dataset.on_bad_clip must be 'raise' or 'skip', got {on_bad_clip!r}")
         if len(class_names) != num_classes:
             raise ValueError(
                 f"dataset.class_names lists {len(class_names)} names but num_classes is {num_classes}"
@@ -108,15 +142,18 @@ class PairedClipDataModule(L.LightningDataModule):
         self.num_classes = num_classes
         self.eval_classes = list(eval_classes) if eval_classes is not None else list(range(num_classes))
         self.ignore_index = ignore_index
-        self.configs = {"source": source, "target": target, "val": val, **dict(extra_val or {})}
+        extra = {f"val_{name}": cfg for name, cfg in (extra_val or {}).items()}
+        self.configs = {"source": source, "target": target, "val": val, **extra}
         self.val_names = ["target"] + list(extra_val or {})
         self.prepare_cfg = prepare
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.on_bad_clip = on_bad_clip
         self.schedule = dict(
             schedule or {}
         )  # the benchmark's recipe, read by the configs through interpolation
         self.datasets: dict[str, Dataset] = {}
+        self.samples_consumed = 0  # restored from checkpoints: where the training stream resumes
 
     def prepare_data(self) -> None:
         if self.prepare_cfg is not None:
@@ -125,6 +162,19 @@ class PairedClipDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.datasets = {key: instantiate(cfg) for key, cfg in self.configs.items()}
+            if self.on_bad_clip == "skip":  # validation always raises: a score must cover the whole set
+                for key in ("source", "target"):
+                    self.datasets[key] = SkipBadClips(self.datasets[key])
+
+    def state_dict(self) -> dict:
+        consumed = self.samples_consumed
+        if self.trainer is not None:  # the loop's batch count is itself restored on resume: it is absolute
+            batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+            consumed = batches * self.batch_size * self.trainer.world_size
+        return {"samples_consumed": consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.samples_consumed = int(state.get("samples_consumed", 0))
 
     def _loader(self, dataset: Dataset, batch_size: int, collate, sampler=None) -> DataLoader:
         return DataLoader(
@@ -137,14 +187,23 @@ class PairedClipDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
             drop_last=sampler is not None,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         pairs = PairedClips(self.datasets["source"], self.datasets["target"], seed=self.seed)
-        return self._loader(pairs, self.batch_size, collate_pairs, sampler=ContinuingSampler(len(pairs)))
+        trainer = self.trainer
+        if trainer is None:  # used outside Lightning (notebooks, tests): one pass over the larger dataset
+            length = len(pairs)
+        elif trainer.max_steps is None or trainer.max_steps <= 0:
+            raise ValueError("training is step-based: set trainer.max_steps to a positive number")
+        else:  # one pass covers the run; steps skipped as non-finite continue the stream in a next pass
+            length = trainer.max_steps * trainer.accumulate_grad_batches * self.batch_size * trainer.world_size
+        sampler = StreamSampler(self.samples_consumed, length)
+        return self._loader(pairs, self.batch_size, collate_pairs, sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         self.setup()
-        keys = ["val"] + self.val_names[1:]
+        keys = ["val"] + [f"val_{name}" for name in self.val_names[1:]]
         return [self._loader(self.datasets[key], self.val_batch_size, collate_clips) for key in keys]
