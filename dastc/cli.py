@@ -18,6 +18,16 @@ def _user_error(err: BaseException) -> DastcError | None:
     return None
 
 
+def _one_sentence(err: DastcError) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, PyTorch prepends the worker's
+    traceback, whose last line holds the original message."""
+    message = str(err).strip()
+    if "Original Traceback" in message:
+        last = message.splitlines()[-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return message
+
+
 @contextmanager
 def user_errors():
     """Turn a DastcError (missing data, bad file, bad checkpoint) into ``error: ...`` and exit status 2."""
@@ -27,5 +37,5 @@ def user_errors():
         user_error = _user_error(err)
         if user_error is None:
             raise
-        print(f"error: {user_error}", file=sys.stderr)
+        print(f"error: {_one_sentence(user_error)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -16,8 +16,11 @@ def run_dir_of(ckpt_path: str) -> str:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_dir_of"):
-        OmegaConf.register_new_resolver("run_dir_of", run_dir_of)
+    from dastc.checkpoint import run_dir_for
+
+    for name, fn in (("run_dir_of", run_dir_of), ("run_dir_for", run_dir_for)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 register_resolvers()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
@@ -18,23 +17,10 @@ from rich.console import Console
 
 from dastc import config  # noqa: F401 - registers the config resolvers
 from dastc.build import build_datamodule, build_method
+from dastc.checkpoint import load_run_checkpoint
 from dastc.cli import user_errors
 from dastc.errors import CheckpointError
 from dastc.report import report
-
-
-def load_run_checkpoint(ckpt_path: str | Path) -> dict:
-    """A checkpoint written by ``dastc.train`` (weights plus the run's config), with clear errors otherwise."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated or not a torch file
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}: {err})") from None
-    if not isinstance(checkpoint, dict) or "dastc_config" not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path} was not written by dastc.train (it holds no run config)")
-    return checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict:

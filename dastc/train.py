@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from dastc.build import build_callbacks, build_datamodule, build_loggers, build_method
+from dastc.checkpoint import check_compatible, load_run_checkpoint, resolve_ckpt_path
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
 from dastc.report import report
@@ -30,12 +31,16 @@ def train(cfg: DictConfig) -> dict:
     use_job_output_dir(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
+    if ckpt_path is not None:  # fail before building anything when the checkpoint cannot continue this run
+        check_compatible(load_run_checkpoint(ckpt_path), cfg, ckpt_path)
+        console.print(f"Continuing the run in {out_dir} from {ckpt_path}", highlight=False)
     datamodule = build_datamodule(cfg)
     method = build_method(cfg, datamodule)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg, console) or False
     )
-    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
 
     # The reported figure is always the final model (method.md section 7); save it before scoring it.
     trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -48,8 +53,14 @@ def train(cfg: DictConfig) -> dict:
             "checkpoint": str(out_dir / "checkpoints" / "last.ckpt"),
             "step": trainer.global_step,
             "selection": "final checkpoint",
+            "bad_training_clips_skipped": len(method.replaced_clips),
         }
         report(console, out_dir, metrics, info, f"final checkpoint, step {trainer.global_step}")
+        if method.replaced_clips:
+            console.print(
+                f"[yellow]{len(method.replaced_clips)} unreadable training clips were skipped; the "
+                f"first: {method.replaced_clips[0]}[/yellow]"
+            )
     return metrics
 
 

@@ -76,13 +76,19 @@ def test_one_source_only_training_step(make_cfg):
     teacher_before = copy.deepcopy(method.teacher.state_dict())
     optimizer = make_sgd(method.student, method.optim)
     method.log = method.log_dict = lambda *a, **k: None  # no trainer attached
-    loss = method.training_step(batch, 0)
-    assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
-    loss.backward()
-    assert all(p.grad is None for p in method.teacher.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
-    optimizer.step()
-    method.on_train_batch_end(None, batch, 0)
+    losses = []
+
+    def closure():
+        loss = method.training_step(batch, 0)
+        assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
+        loss.backward()
+        assert all(p.grad is None for p in method.teacher.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
+        losses.append(loss)
+        return loss
+
+    method.optimizer_step(0, 0, optimizer, closure)
+    assert len(losses) == 1 and method.bad_steps == 0
     changed = [not torch.equal(v, method.teacher.state_dict()[k]) for k, v in teacher_before.items()]
     assert any(changed)  # the teacher followed the student
 

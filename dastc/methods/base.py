@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Mapping, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from dastc.errors import DastcError
 from dastc.methods.ema import EMATeacher
 from dastc.methods.losses import upsample_to
 from dastc.methods.optim import OptimConfig, make_poly_scheduler, make_sgd
 from dastc.metrics.iou import iou_from_confusion, mean_iou
+
+log = logging.getLogger(__name__)
+
+
+def _numpy_state_as_tensors() -> tuple:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+class TrainingDivergedError(DastcError):
+    """Losses or gradients stayed non-finite for too many consecutive steps."""
 
 
 class AdaptationMethod(L.LightningModule):
@@ -35,6 +50,7 @@ class AdaptationMethod(L.LightningModule):
         aux_weight: float = 0.1,
         eval_model: str = "student",
         ignore_index: int = 255,
+        max_bad_steps: int = 5,
     ):
         super().__init__()
         if eval_model not in ("student", "teacher"):
@@ -54,27 +70,93 @@ class AdaptationMethod(L.LightningModule):
             for _ in self.val_names
         )
         self.last_val_metrics: dict[str, dict] = {}
-        self.run_config: dict | None = (
-            None  # the run's config, stored in every checkpoint by on_save_checkpoint
-        )
+        # The run's config, stored in every checkpoint by on_save_checkpoint.
+        self.run_config: dict | None = None
+        self.max_bad_steps = max_bad_steps
+        self.bad_steps = 0  # consecutive steps skipped for non-finite losses or gradients
+        self.replaced_clips: list[str] = []  # training clips skipped as unreadable (dataset.on_bad_clip=skip)
+        self._skip_step = False
+        self._pending_rng: dict | None = None
 
     # --- training -------------------------------------------------------------------------------------------
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """The method's weighted loss terms for one paired batch ``{"source": clip, "target": clip}``."""
         raise NotImplementedError
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        self._count_replaced_clips(batch)
+        # Batch-norm statistics move during the forward pass; a skipped step must not keep what it did to them.
+        buffers = {k: v.clone() for k, v in self.student.named_buffers()}
         losses = self.training_losses(batch)
+        bad = [name for name, value in losses.items() if not torch.isfinite(value).all()]
+        if bad:  # skip the step: no backward, no optimiser step, no teacher update
+            with torch.no_grad():
+                for name, value in self.student.named_buffers():
+                    value.copy_(buffers[name])
+            self._bad_step(f"loss {', '.join(bad)} is not finite")
+            return None
         total = torch.stack(list(losses.values())).sum()
         batch_size = batch["source"]["frames"].shape[0]
-        self.log_dict(
-            {f"train/{name}": value.detach() for name, value in losses.items()}, batch_size=batch_size
-        )
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
         return total
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.teacher.update(self.student)
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Run the step (forward + backward), then step the optimiser and the EMA teacher only when losses and
+        gradients are finite. A skipped step still counts towards ``trainer.max_steps`` (Lightning counts steps
+        taken, not updates made) and its batch is consumed."""
+        self._skip_step = False
+        optimizer_closure()
+        if self._skip_step:
+            return
+        bad = [
+            n
+            for n, p in self.student.named_parameters()
+            if p.grad is not None and not p.grad.isfinite().all()
+        ]
+        if bad:
+            optimizer.zero_grad()
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            self._bad_step(f"gradient of {bad[0]}{more} is not finite")
+            return
+        optimizer.step()
+        self.teacher.update(self.student)  # here, before a checkpoint of this step can be written
+        self.bad_steps = 0
+
+    def _bad_step(self, what: str) -> None:
+        self._skip_step = True
+        self.bad_steps += 1
+        step = self.trainer.global_step if self._trainer is not None else 0
+        if self.bad_steps >= self.max_bad_steps:
+            raise TrainingDivergedError(
+                f"{what} for {self.bad_steps} consecutive steps (at step {step}): training stopped; the last good "
+                "checkpoint is this run's checkpoints/last.ckpt (lower the lr or check the data)"
+            )
+        log.warning(
+            "skipping step %d: %s (%d in a row, the run stops at %d)",
+            step,
+            what,
+            self.bad_steps,
+            self.max_bad_steps,
+        )
+
+    def _count_replaced_clips(self, batch: dict) -> None:
+        for clip in batch.values():
+            self.replaced_clips += [meta["replaced"] for meta in clip["meta"] if "replaced" in meta]
+        if self.replaced_clips:
+            self.log("train/bad_clips_skipped", float(len(self.replaced_clips)), reduce_fx="max")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # A resumed run gets back the random state it had when its checkpoint was written, applied now that the
+        # data loaders have started, so that it continues exactly like the uninterrupted run.
+        if self._pending_rng is not None:
+            rng, self._pending_rng = self._pending_rng, None
+            random.setstate(rng["python"])
+            name, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            torch.set_rng_state(rng["torch"])
+            if torch.cuda.is_available() and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self):
         optimizer = make_sgd(self.student, self.optim)
@@ -113,3 +195,13 @@ class AdaptationMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["dastc_config"] = self.run_config
+        checkpoint["dastc_rng"] = {
+            "python": random.getstate(),
+            # As a tensor, so that Lightning can restore the checkpoint with weights_only loading.
+            "numpy": _numpy_state_as_tensors(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._pending_rng = checkpoint.get("dastc_rng")
