@@ -8,7 +8,7 @@ import torch
 
 from dastc.build import build_datamodule
 from dastc.data.clip import collate_clips
-from dastc.data.datamodule import PairedClips, SkipBadClips, StreamSampler
+from dastc.data.datamodule import PairedClips, StreamSampler
 from dastc.data.toy import ToyClips
 from dastc.errors import DataFileError
 

@@ -199,7 +199,9 @@ class PairedClipDataModule(L.LightningDataModule):
         elif trainer.max_steps is None or trainer.max_steps <= 0:
             raise ValueError("training is step-based: set trainer.max_steps to a positive number")
         else:  # one pass covers the run; steps skipped as non-finite continue the stream in a next pass
-            length = trainer.max_steps * trainer.accumulate_grad_batches * self.batch_size * trainer.world_size
+            length = (
+                trainer.max_steps * trainer.accumulate_grad_batches * self.batch_size * trainer.world_size
+            )
         sampler = StreamSampler(self.samples_consumed, length)
         return self._loader(pairs, self.batch_size, collate_pairs, sampler=sampler)
 
