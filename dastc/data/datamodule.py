@@ -149,9 +149,8 @@ class PairedClipDataModule(L.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.on_bad_clip = on_bad_clip
-        self.schedule = dict(
-            schedule or {}
-        )  # the benchmark's recipe, read by the configs through interpolation
+        # The benchmark's recipe; the trainer, method and callback configs read it through interpolation.
+        self.schedule = dict(schedule or {})
         self.datasets: dict[str, Dataset] = {}
         self.samples_consumed = 0  # restored from checkpoints: where the training stream resumes
 
