@@ -1,0 +1,123 @@
+"""Bidirectional spatio-temporal fusion (method.md section 6a-6b): class masks kept consistent through time,
+clip mixing at the image-sequence level, and the shallow-feature blend.
+
+All functions work on one clip batch ``[B, T, ...]``. A mask is bool ``[B, T, H, W]``: True where the pixel is
+taken from the *other* clip. The class set is chosen once per clip and used on every frame; each frame's mask
+is that frame's own pixels of those classes, so pasted objects move with the clip and stay consistent with the
+flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _present(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    classes = labels.unique()
+    return classes[classes != ignore_index]
+
+
+def choose_source_classes(
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    num_random: int = 2,
+    long_tail: Sequence[int] = (),
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """Per clip: ``num_random`` classes drawn from those present in the current frame's label, plus the
+    benchmark's long-tail classes. ``labels`` [B, H, W] -> class sets [B, K], padded with -1."""
+    sets = []
+    for label in labels:
+        present = _present(label, ignore_index)
+        pick = present[torch.randperm(len(present), generator=generator)[:num_random]]
+        sets.append(torch.cat((pick, torch.as_tensor(list(long_tail), dtype=pick.dtype))).unique())
+    return _pad(sets)
+
+
+def choose_target_classes(
+    pseudo_labels: torch.Tensor,
+    generator: torch.Generator,
+    exclude: torch.Tensor,
+    num_random: int = 2,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """Per clip: ``num_random`` classes drawn from the teacher's pseudo-labels of the current frame, excluding
+    the clip's source class set (``exclude`` [B, K], -1 padded)."""
+    sets = []
+    for label, excluded in zip(pseudo_labels, exclude, strict=True):
+        present = _present(label, ignore_index)
+        present = present[~torch.isin(present, excluded)]
+        sets.append(present[torch.randperm(len(present), generator=generator)[:num_random]])
+    return _pad(sets)
+
+
+def _pad(sets: list[torch.Tensor]) -> torch.Tensor:
+    width = max((len(s) for s in sets), default=0)
+    out = torch.full((len(sets), max(width, 1)), -1, dtype=torch.long)
+    for i, s in enumerate(sets):
+        out[i, : len(s)] = s
+    return out
+
+
+def class_mask(
+    labels: torch.Tensor,
+    classes: torch.Tensor,
+    confidence: torch.Tensor | None = None,
+    threshold: float = 0.9,
+) -> torch.Tensor:
+    """Bool [B, T, H, W]: each frame's own pixels of its clip's class set (``classes`` [B, K], -1 = none),
+    restricted to ``confidence > threshold`` when a confidence map [B, T, H, W] is given."""
+    b = labels.shape[0]
+    mask = (labels.reshape(b, -1, 1) == classes.to(labels.device).view(b, 1, -1)).any(-1).view_as(labels)
+    if confidence is not None:
+        mask &= confidence > threshold
+    return mask
+
+
+def mix(own: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``other`` where ``mask``, ``own`` elsewhere. ``own``/``other`` [B, T, ...] with the mask [B, T, H, W]
+    broadcast over channel dimensions between T and H, W."""
+    while mask.dim() < own.dim():
+        mask = mask.unsqueeze(2)
+    return torch.where(mask, other, own)
+
+
+def mix_clips(
+    own: dict, other: dict, mask: torch.Tensor, own_labels: torch.Tensor, other_labels: torch.Tensor
+) -> dict:
+    """A mixed clip: frames and labels from ``other`` inside the mask, from ``own`` outside; the flow of each
+    pixel comes from the clip its frame's pixel came from (``flow[:, i]`` lies on frame i+1's grid, so it
+    follows frame i+1's mask)."""
+    mixed = {
+        "frames": mix(own["frames"], other["frames"], mask),
+        "labels": mix(own_labels, other_labels, mask),
+        "mask": mask,
+    }
+    if own.get("flow") is not None and own["flow"].shape[1] > 0:
+        mixed["flow"] = mix(own["flow"], other["flow"], mask[:, 1:])
+    return mixed
+
+
+def blend_features(
+    own: torch.Tensor, other: torch.Tensor, mask: torch.Tensor, alpha: float = 0.3
+) -> torch.Tensor:
+    """Shallow-feature fusion: inside the mask ``alpha * other + (1 - alpha) * own``, ``own`` outside.
+
+    ``own``/``other`` [B, T, C, h, w]; ``mask`` [B, T, H, W] is resized (nearest) to h x w."""
+    b, t = mask.shape[:2]
+    small = F.interpolate(mask.flatten(0, 1)[:, None].float(), size=own.shape[-2:], mode="nearest")
+    small = small.view(b, t, 1, *own.shape[-2:]).to(own.dtype)
+    return own + small * alpha * (other - own)
+
+
+def random_crop_box(height: int, width: int, crop: tuple[int, int], generator: torch.Generator) -> tuple:
+    """A window of size ``crop`` (h, w) inside ``height`` x ``width``, the same for every frame of a clip."""
+    ch, cw = crop
+    if ch > height or cw > width:
+        raise ValueError(f"crop {crop} is larger than the {height}x{width} frames")
+    top = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
+    return top, left, ch, cw

@@ -1,0 +1,45 @@
+"""Temporal pseudo-labels (TPS, method.md section 5): the teacher's prediction of frame t-1, made with key frame
+t-2, carried onto frame t by the flow."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dastc.flow.warp import warp
+
+
+def flip_clip(frames: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal flip of a clip [B, T, 3, H, W] and its flow [B, T-1, 2, H, W]: the flow's x is negated."""
+    flow = flow.flip(-1).clone()
+    flow[:, :, 0] = -flow[:, :, 0]
+    return frames.flip(-1), flow
+
+
+@torch.no_grad()
+def temporal_pseudo_labels(
+    teacher, frames: torch.Tensor, flow: torch.Tensor, flip: bool = False, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-labels and confidences [B, H, W] for the current frame of target clips (t-2, t-1, t).
+
+    ``flow[:, 0]`` maps t-1 onto t-2 (the teacher's two-frame input), ``flow[:, 1]`` maps t onto t-1 (carries
+    the prediction to t). ``flip`` runs the teacher on the mirrored clip (flow x negated) and mirrors its
+    probabilities back. Pixels of t whose flow leads outside frame t-1 get ``ignore_index`` and confidence 0.
+    """
+    if frames.shape[1] != 3 or flow.shape[1] != 2:
+        raise ValueError(
+            f"temporal pseudo-labels need clips (t-2, t-1, t) with 2 flows, got {tuple(frames.shape)}"
+        )
+    key_frames, key_flow = frames[:, :2], flow[:, :1]
+    if flip:
+        key_frames, key_flow = flip_clip(key_frames, key_flow)
+    logits = teacher(key_frames, key_flow).logits
+    probs = F.softmax(F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False), 1)
+    if flip:
+        probs = probs.flip(-1)
+    confidence, labels = warp(probs, flow[:, 1]).max(1)
+    # Warping ones shows where the flow stays inside frame t-1 (1 there; less where zero padding enters).
+    outside = warp(torch.ones_like(probs[:, :1]), flow[:, 1])[:, 0] < 1.0 - 1e-4
+    labels[outside] = ignore_index
+    confidence[outside] = 0.0
+    return labels, confidence
