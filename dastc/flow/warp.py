@@ -34,3 +34,9 @@ def warp(prev: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torc
     # align_corners=True maps -1 and 1 to the centres of the first and last pixels: pixel i <-> 2i/(n-1) - 1.
     grid = torch.stack((2.0 * x / max(w - 1, 1) - 1.0, 2.0 * y / max(h - 1, 1) - 1.0), dim=-1)
     return F.grid_sample(prev, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def compose(flow_ab: torch.Tensor, flow_bc: torch.Tensor) -> torch.Tensor:
+    """The flow from frame a into frame c, from a->b (on a's grid) and b->c (on b's grid), [B, 2, H, W] each:
+    ``f_ac(x) = f_ab(x) + f_bc(x + f_ab(x))``. Where the path leaves frame b the second term reads 0."""
+    return flow_ab + warp(flow_bc, flow_ab)

@@ -17,10 +17,11 @@ def flip_clip(frames: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def temporal_pseudo_labels(
+def clip_pseudo_labels(
     teacher, frames: torch.Tensor, flow: torch.Tensor, flip: bool = False, ignore_index: int = 255
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pseudo-labels and confidences [B, H, W] for the current frame of target clips (t-2, t-1, t).
+    """Pseudo-labels and confidences [B, 2, H, W] for frames (t-1, t) of target clips (t-2, t-1, t): the
+    teacher's prediction of t-1 and that prediction carried onto t.
 
     ``flow[:, 0]`` maps t-1 onto t-2 (the teacher's two-frame input), ``flow[:, 1]`` maps t onto t-1 (carries
     the prediction to t). ``flip`` runs the teacher on the mirrored clip (flow x negated) and mirrors its
@@ -42,4 +43,13 @@ def temporal_pseudo_labels(
     outside = warp(torch.ones_like(probs[:, :1]), flow[:, 1])[:, 0] < 1.0 - 1e-4
     labels[outside] = ignore_index
     confidence[outside] = 0.0
-    return labels, confidence
+    previous_confidence, previous_labels = probs.max(1)
+    return torch.stack((previous_labels, labels), 1), torch.stack((previous_confidence, confidence), 1)
+
+
+def temporal_pseudo_labels(
+    teacher, frames: torch.Tensor, flow: torch.Tensor, flip: bool = False, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The current frame's part of :func:`clip_pseudo_labels`: labels and confidences [B, H, W]."""
+    labels, confidence = clip_pseudo_labels(teacher, frames, flow, flip, ignore_index)
+    return labels[:, -1], confidence[:, -1]

@@ -1,0 +1,67 @@
+"""``method=tps``: temporal pseudo supervision (method.md section 5), the baseline DA-STC starts from."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from dastc.methods.base import AdaptationMethod
+from dastc.methods.losses import segmentation_loss
+from dastc.methods.pseudo_labels import temporal_pseudo_labels
+
+
+def strong_photometric(
+    blur_p: float = 0.6,
+    blur_kernels=(5, 7, 9),
+    jitter_p: float = 0.8,
+    jitter=(0.8, 0.8, 0.8, 0.2),
+    gray_p: float = 0.2,
+) -> v2.Transform:
+    """TPS's strong augmentation on raw RGB in [0, 1]: Gaussian blur (kernel 5/7/9, p 0.6), colour jitter
+    (brightness/contrast/saturation 0.8, hue 0.2; p 0.8), grayscale (p 0.2). Called on one clip's frames
+    [T, 3, H, W], it samples its parameters once, so every frame gets the same augmentation."""
+    blur = v2.RandomChoice([v2.GaussianBlur(k) for k in blur_kernels])
+    return v2.Compose(
+        [
+            v2.RandomApply([blur], p=blur_p),
+            v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
+            v2.RandomGrayscale(p=gray_p),
+        ]
+    )
+
+
+class TPS(AdaptationMethod):
+    """Source cross-entropy + ``lambda_target`` x cross-entropy of the student on the strongly augmented target
+    pair (t-1, t) against the teacher's temporal pseudo-labels of frame t."""
+
+    def __init__(
+        self, *args, lambda_target: float = 1.0, flip_prob: float = 0.5, strong_aug: bool = True, **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.lambda_target = lambda_target
+        self.flip_prob = flip_prob
+        self.augment = strong_photometric() if strong_aug else None
+
+    def source_loss(self, source: dict):
+        out = self.student(source["frames"], source.get("flow"))
+        return out, segmentation_loss(out, source["labels"][:, -1], self.aux_weight, self.ignore_index)
+
+    def pseudo_labels(self, target: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher pseudo-labels and confidences [B, H, W] of the target clips' current frame."""
+        flip = bool(torch.rand(()) < self.flip_prob)
+        return temporal_pseudo_labels(self.teacher, target["frames"], target["flow"], flip, self.ignore_index)
+
+    def student_target_frames(self, target: dict) -> torch.Tensor:
+        """(t-1, t) of each target clip, strongly augmented (the same draw for both frames of a clip)."""
+        frames = target["frames"][:, 1:]
+        if self.augment is None:
+            return frames
+        return torch.stack([self.augment(clip) for clip in frames])
+
+    def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        source, target = batch["source"], batch["target"]
+        _, source_ce = self.source_loss(source)
+        pseudo, _ = self.pseudo_labels(target)
+        out = self.student(self.student_target_frames(target), target["flow"][:, 1:])
+        target_ce = segmentation_loss(out, pseudo, self.aux_weight, self.ignore_index)
+        return {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}

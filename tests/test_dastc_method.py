@@ -1,0 +1,82 @@
+"""method=tps and method=dastc as LightningModules: losses, ablation switches, learning on a fixed batch."""
+
+import pytest
+import torch
+
+from dastc.build import build_datamodule, build_method
+from dastc.config import compose_config
+from dastc.methods.optim import make_sgd
+
+ALL = {"source_ce", "target_ce", "mix_s2t_ce", "mix_t2s_ce", "feat_s2t_ce", "feat_t2s_ce", "align"}
+
+
+@pytest.fixture(scope="module")
+def batch(data_dir):
+    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "dataset.batch_size=2"])
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def _method(data_dir, *overrides):
+    backbone = [o for o in overrides if o.startswith("backbone=")] or ["backbone=accel", "backbone.depth=18"]
+    rest = [o for o in overrides if not o.startswith("backbone=")]
+    base = [f"paths.data_dir={data_dir}", "method=dastc", "dataset.schedule.feature_fusion_start=0"]
+    cfg = compose_config("train", [*base, *backbone, *rest])
+    torch.manual_seed(0)
+    method = build_method(cfg, build_datamodule(cfg))
+    method.log = method.log_dict = lambda *a, **k: None
+    return method
+
+
+def _losses(method, batch):
+    torch.manual_seed(1)
+    return method.training_losses(batch)
+
+
+@pytest.mark.parametrize(
+    "switch,removed",
+    [
+        ("method.fusion.image=false", {"mix_s2t_ce", "mix_t2s_ce"}),
+        ("method.fusion.feature=false", {"feat_s2t_ce", "feat_t2s_ce"}),
+        ("method.align.enabled=false", {"align"}),
+    ],
+)
+def test_every_ablation_switch_changes_exactly_the_losses_it_names(data_dir, batch, switch, removed):
+    # Eval mode: dropout draws would otherwise differ with the number of forward passes before a loss.
+    full = _losses(_method(data_dir).eval(), batch)
+    ablated = _losses(_method(data_dir, switch).eval(), batch)
+    assert set(full) == ALL and set(ablated) == ALL - removed
+    for name in ablated:  # what the switch does not name is computed exactly as before
+        torch.testing.assert_close(ablated[name], full[name])
+
+
+def test_feature_fusion_waits_for_its_start_step(data_dir, batch):
+    losses = _losses(_method(data_dir, "dataset.schedule.feature_fusion_start=1000"), batch)
+    assert not {"feat_s2t_ce", "feat_t2s_ce"} & set(losses)
+
+
+def test_tps_has_source_and_target_losses_only(data_dir, batch):
+    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "method=tps"])
+    method = build_method(cfg, build_datamodule(cfg))
+    assert set(_losses(method, batch)) == {"source_ce", "target_ce"}
+    assert method.lambda_target == cfg.dataset.schedule.lambda_target
+
+
+def test_the_mmd_variant_runs(data_dir, batch):
+    losses = _losses(_method(data_dir, "method.align.loss=mmd"), batch)
+    assert torch.isfinite(losses["align"])
+
+
+def test_a_few_dastc_steps_on_a_fixed_batch_reduce_the_total_loss(data_dir, batch):
+    method = _method(data_dir, "backbone=smp_unet", "method.strong_aug=false", "method.flip_prob=0")
+    optimizer = make_sgd(method.student, method.optim)
+    totals = []
+    for _ in range(8):
+        torch.manual_seed(1)  # the same masks every step: only the weights change
+        total = sum(method.training_losses(batch).values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+    assert totals[-1] < 0.8 * totals[0], totals
