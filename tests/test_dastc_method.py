@@ -80,3 +80,15 @@ def test_a_few_dastc_steps_on_a_fixed_batch_reduce_the_total_loss(data_dir, batc
         optimizer.step()
         totals.append(total.item())
     assert totals[-1] < 0.8 * totals[0], totals
+
+
+def test_strong_augmentation_is_one_draw_for_every_frame_of_a_clip():
+    from dastc.methods.tps import strong_photometric
+
+    augment = strong_photometric(blur_p=1.0, jitter_p=1.0)
+    clip = torch.rand(1, 3, 16, 16).repeat(3, 1, 1, 1)  # three identical frames
+    torch.manual_seed(0)
+    out = augment(clip)
+    assert not torch.allclose(out, clip)  # it did something
+    for k in (1, 2):  # and the same thing to every frame
+        torch.testing.assert_close(out[k], out[0])

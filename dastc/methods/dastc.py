@@ -76,7 +76,8 @@ class DASTC(TPS):
         pseudo, confidence = clip_pseudo_labels(
             self.teacher, target["frames"], target["flow"], flip, self.ignore_index
         )
-        student_target = {"frames": self.student_target_frames(target), "flow": target["flow"][:, 1:]}
+        augmented = self.augmented_target(target)
+        student_target = {"frames": augmented[:, 1:], "flow": target["flow"][:, 1:], "all_frames": augmented}
         target_out = self.student(student_target["frames"], student_target["flow"])
         losses = {
             "source_ce": source_ce,
@@ -154,6 +155,8 @@ class DASTC(TPS):
     def alignment_loss(
         self, source_out, source_labels, target, student_target, target_out, pseudo, confidence
     ) -> torch.Tensor:
+        """Category-aware alignment of this step's clips. Under DDP the class aggregates are per rank (each rank
+        aligns its own clips; nothing is all-reduced), as with the batch size of 1 clip per GPU of the paper."""
         cfg = self.align
         # Source pixels count where the prediction agrees with the ground truth, weighted by its confidence.
         probs = F.softmax(source_out.logits.detach(), 1)
@@ -162,7 +165,7 @@ class DASTC(TPS):
         # Target pixels by pseudo-label, weighted by the teacher's confidence; (t, t-1) and (t, t-2) passes.
         outs = [target_out]
         if cfg.second_pass:
-            frames = torch.stack((target["frames"][:, 0], student_target["frames"][:, -1]), 1)
+            frames = student_target["all_frames"][:, [0, 2]]  # (t-2, t), augmented like the first pass
             flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]  # t -> t-1 -> t-2
             outs.append(self.student(frames, flow))
         means, presents = [], []

@@ -51,9 +51,9 @@ class TPS(AdaptationMethod):
         flip = bool(torch.rand(()) < self.flip_prob)
         return temporal_pseudo_labels(self.teacher, target["frames"], target["flow"], flip, self.ignore_index)
 
-    def student_target_frames(self, target: dict) -> torch.Tensor:
-        """(t-1, t) of each target clip, strongly augmented (the same draw for both frames of a clip)."""
-        frames = target["frames"][:, 1:]
+    def augmented_target(self, target: dict) -> torch.Tensor:
+        """The target clips' frames (t-2, t-1, t) strongly augmented, one draw per clip for all its frames."""
+        frames = target["frames"]
         if self.augment is None:
             return frames
         return torch.stack([self.augment(clip) for clip in frames])
@@ -62,6 +62,6 @@ class TPS(AdaptationMethod):
         source, target = batch["source"], batch["target"]
         _, source_ce = self.source_loss(source)
         pseudo, _ = self.pseudo_labels(target)
-        out = self.student(self.student_target_frames(target), target["flow"][:, 1:])
+        out = self.student(self.augmented_target(target)[:, 1:], target["flow"][:, 1:])
         target_ce = segmentation_loss(out, pseudo, self.aux_weight, self.ignore_index)
         return {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
