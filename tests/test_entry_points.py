@@ -143,6 +143,7 @@ def test_train_with_the_accel_backbone(data_dir, tmp_path):
         f"paths.output_dir={out}",
         "backbone=accel",
         "backbone.depth=18",
+        "trainer.limit_val_batches=1",
         "trainer.max_steps=2",
         "dataset.schedule.val_every=2",
         "callbacks=none",

@@ -27,6 +27,7 @@ QUICK = [
     "dataset.schedule.val_every=3",
     "dataset.schedule.ckpt_every=3",
     "dataset.schedule.poly_horizon=6",
+    "trainer.limit_val_batches=1",
     "logger=csv",
 ]
 
