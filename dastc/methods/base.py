@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dastc.errors import DastcError
 from dastc.methods.ema import EMATeacher
-from dastc.methods.losses import upsample_to
+from dastc.methods.losses import segmentation_loss, upsample_to
 from dastc.methods.optim import OptimConfig, make_poly_scheduler, make_sgd
 from dastc.metrics.iou import iou_from_confusion, mean_iou
 
@@ -82,6 +82,15 @@ class AdaptationMethod(L.LightningModule):
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """The method's weighted loss terms for one paired batch ``{"source": clip, "target": clip}``."""
         raise NotImplementedError
+
+    def ce(self, out, labels: torch.Tensor) -> torch.Tensor:
+        """Main + ``aux_weight`` x auxiliary cross-entropy of a network output against [B, H, W] labels."""
+        return segmentation_loss(out, labels, self.aux_weight, self.ignore_index)
+
+    def source_loss(self, source: dict):
+        """The student's output on the source clips and its cross-entropy on their current frame."""
+        out = self.student(source["frames"], source.get("flow"))
+        return out, self.ce(out, source["labels"][:, -1])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self._count_replaced_clips(batch)

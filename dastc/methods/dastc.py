@@ -27,8 +27,6 @@ from dastc.methods.fusion import (
     class_mask,
     mix_clips,
 )
-from dastc.methods.losses import segmentation_loss
-from dastc.methods.pseudo_labels import clip_pseudo_labels
 from dastc.methods.tps import TPS
 from dastc.models.output import SegmentationOutput
 
@@ -49,16 +47,14 @@ class FusionConfig:
 class AlignConfig:
     enabled: bool = True
     weight: float = 0.01  # the authors' alignment weight, on intra + inter (6c)
-    loss: str = (
-        "cosine"  # cosine: intra-class 1 - cos + inter-class separation | mmd: the authors' released form
-    )
+    # cosine: intra-class 1 - cos + inter-class separation | mmd: the authors' released form
+    loss: str = "cosine"
     inter: str = "infonce"  # infonce | margin
     temperature: float = 0.1
     margin: float = 0.0
     min_pixels: int = 5
-    second_pass: bool = (
-        True  # also aggregate a (t, t-2) target pass, averaged with (t, t-1) as the authors do
-    )
+    # Also aggregate a (t, t-2) target pass, averaged with (t, t-1) as the authors do.
+    second_pass: bool = True
 
 
 class DASTC(TPS):
@@ -72,10 +68,7 @@ class DASTC(TPS):
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
         source_out, source_ce = self.source_loss(source)
-        flip = bool(torch.rand(()) < self.flip_prob)
-        pseudo, confidence = clip_pseudo_labels(
-            self.teacher, target["frames"], target["flow"], flip, self.ignore_index
-        )
+        pseudo, confidence = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
         student_target = {"frames": augmented[:, 1:], "flow": target["flow"][:, 1:], "all_frames": augmented}
         target_out = self.student(student_target["frames"], student_target["flow"])
@@ -96,9 +89,6 @@ class DASTC(TPS):
                 confidence[:, -1],
             )
         return losses
-
-    def ce(self, out: SegmentationOutput, labels: torch.Tensor) -> torch.Tensor:
-        return segmentation_loss(out, labels, self.aux_weight, self.ignore_index)
 
     # --- 6a / 6b: fusion --------------------------------------------------------------------------------------
     def paste_source(self, source: dict) -> dict:

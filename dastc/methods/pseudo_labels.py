@@ -45,11 +45,3 @@ def clip_pseudo_labels(
     confidence[outside] = 0.0
     previous_confidence, previous_labels = probs.max(1)
     return torch.stack((previous_labels, labels), 1), torch.stack((previous_confidence, confidence), 1)
-
-
-def temporal_pseudo_labels(
-    teacher, frames: torch.Tensor, flow: torch.Tensor, flip: bool = False, ignore_index: int = 255
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The current frame's part of :func:`clip_pseudo_labels`: labels and confidences [B, H, W]."""
-    labels, confidence = clip_pseudo_labels(teacher, frames, flow, flip, ignore_index)
-    return labels[:, -1], confidence[:, -1]

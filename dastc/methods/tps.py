@@ -6,8 +6,7 @@ import torch
 from torchvision.transforms import v2
 
 from dastc.methods.base import AdaptationMethod
-from dastc.methods.losses import segmentation_loss
-from dastc.methods.pseudo_labels import temporal_pseudo_labels
+from dastc.methods.pseudo_labels import clip_pseudo_labels
 
 
 def strong_photometric(
@@ -42,14 +41,11 @@ class TPS(AdaptationMethod):
         self.flip_prob = flip_prob
         self.augment = strong_photometric() if strong_aug else None
 
-    def source_loss(self, source: dict):
-        out = self.student(source["frames"], source.get("flow"))
-        return out, segmentation_loss(out, source["labels"][:, -1], self.aux_weight, self.ignore_index)
-
     def pseudo_labels(self, target: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher pseudo-labels and confidences [B, H, W] of the target clips' current frame."""
+        """Teacher pseudo-labels and confidences [B, 2, H, W] of the target clips' frames (t-1, t), mirrored
+        with probability ``flip_prob``."""
         flip = bool(torch.rand(()) < self.flip_prob)
-        return temporal_pseudo_labels(self.teacher, target["frames"], target["flow"], flip, self.ignore_index)
+        return clip_pseudo_labels(self.teacher, target["frames"], target["flow"], flip, self.ignore_index)
 
     def augmented_target(self, target: dict) -> torch.Tensor:
         """The target clips' frames (t-2, t-1, t) strongly augmented, one draw per clip for all its frames."""
@@ -63,5 +59,4 @@ class TPS(AdaptationMethod):
         _, source_ce = self.source_loss(source)
         pseudo, _ = self.pseudo_labels(target)
         out = self.student(self.augmented_target(target)[:, 1:], target["flow"][:, 1:])
-        target_ce = segmentation_loss(out, pseudo, self.aux_weight, self.ignore_index)
-        return {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
+        return {"source_ce": source_ce, "target_ce": self.lambda_target * self.ce(out, pseudo[:, -1])}
