@@ -75,11 +75,47 @@ def check_compatible(checkpoint: dict, cfg: DictConfig, path: str | Path) -> Non
             f"checkpoint {path} was trained for {len(theirs['classes'])} classes {theirs['classes']}, "
             f"this run uses {len(ours['classes'])}: {ours['classes']}"
         )
-    if theirs["backbone"] != ours["backbone"]:
-        diff = sorted(
-            k
-            for k in set(theirs["backbone"]) | set(ours["backbone"])
-            if theirs["backbone"].get(k) != ours["backbone"].get(k)
-        )
-        detail = ", ".join(f"{k}: {theirs['backbone'].get(k)} vs {ours['backbone'].get(k)}" for k in diff)
+    detail = backbone_difference(theirs["backbone"], ours["backbone"])
+    if detail:
         raise CheckpointError(f"checkpoint {path} holds another network than backbone= asks for ({detail})")
+
+
+def backbone_difference(theirs: dict, ours: dict, allowed: tuple[str, ...] = ()) -> str:
+    """``"key: theirs vs ours, ..."`` for the backbone settings that differ (besides ``allowed``), or ''."""
+    keys = sorted(k for k in set(theirs) | set(ours) if k not in allowed and theirs.get(k) != ours.get(k))
+    return ", ".join(f"{k}: {theirs.get(k)} vs {ours.get(k)}" for k in keys)
+
+
+def init_weights_from(method, path: str | Path, cfg: DictConfig) -> dict[str, list[str]]:
+    """``model.init_from``: start a run's student (and teacher) from another run's weights, nothing else.
+
+    The checkpoint must hold the same classes and the same network, except that the main head may differ
+    (TPS's ASPP head -> DA-STC's 256-d feature head, method.md section 5: the authors load TPS non-strictly).
+    Weights of the same name and shape load; this run's weights that the checkpoint lacks keep their
+    initialisation. Returns ``{"loaded": [...], "kept": [...], "ignored": [...]}`` (student weight names).
+    """
+    path = resolve_ckpt_path(str(path), ".")
+    checkpoint = load_run_checkpoint(path)
+    theirs, ours = describe_model(checkpoint["dastc_config"]), describe_model(cfg)
+    if theirs["classes"] != ours["classes"]:
+        raise CheckpointError(
+            f"model.init_from={path} was trained for {len(theirs['classes'])} classes, this run has "
+            f"{len(ours['classes'])} ({theirs['classes']} vs {ours['classes']})"
+        )
+    detail = backbone_difference(theirs["backbone"], ours["backbone"], allowed=("head",))
+    if detail:
+        raise CheckpointError(f"model.init_from={path} holds another network than this run's ({detail})")
+    stored = {
+        k.removeprefix("student."): v for k, v in checkpoint["state_dict"].items() if k.startswith("student.")
+    }
+    own = method.student.state_dict()
+    loaded = [k for k in own if k in stored and stored[k].shape == own[k].shape]
+    if not loaded:
+        raise CheckpointError(f"model.init_from={path} holds no weight of this run's network")
+    method.student.load_state_dict({k: stored[k] for k in loaded}, strict=False)
+    method.teacher.restart(method.student)  # the teacher starts from the same weights
+    return {
+        "loaded": loaded,
+        "kept": [k for k in own if k not in loaded],
+        "ignored": [k for k in stored if k not in own or stored[k].shape != own[k].shape],
+    }

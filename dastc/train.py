@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from dastc.build import build_callbacks, build_datamodule, build_loggers, build_method
-from dastc.checkpoint import check_compatible, load_run_checkpoint, resolve_ckpt_path
+from dastc.checkpoint import check_compatible, init_weights_from, load_run_checkpoint, resolve_ckpt_path
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
 from dastc.report import report
@@ -37,6 +37,18 @@ def train(cfg: DictConfig) -> dict:
         console.print(f"Continuing the run in {out_dir} from {ckpt_path}", highlight=False)
     datamodule = build_datamodule(cfg)
     method = build_method(cfg, datamodule)
+    init_from = cfg.get("model", {}).get("init_from")
+    if init_from and ckpt_path is None:  # a resumed run restores its own weights instead
+        loaded = init_weights_from(method, init_from, cfg)
+        console.print(
+            f"Initialised {len(loaded['loaded'])} weight tensors from {init_from}"
+            + (
+                f"; {len(loaded['kept'])} keep their initialisation: {', '.join(loaded['kept'][:4])}"
+                if loaded["kept"]
+                else ""
+            ),
+            highlight=False,
+        )
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg, console) or False
     )

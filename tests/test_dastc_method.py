@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from dastc.build import build_datamodule, build_method
+from dastc.checkpoint import init_weights_from
 from dastc.config import compose_config
+from dastc.errors import CheckpointError
 from dastc.methods.optim import make_sgd
 
 ALL = {"source_ce", "target_ce", "mix_s2t_ce", "mix_t2s_ce", "feat_s2t_ce", "feat_t2s_ce", "align"}
@@ -21,7 +23,12 @@ def batch(data_dir):
 def _method(data_dir, *overrides):
     backbone = [o for o in overrides if o.startswith("backbone=")] or ["backbone=accel", "backbone.depth=18"]
     rest = [o for o in overrides if not o.startswith("backbone=")]
-    base = [f"paths.data_dir={data_dir}", "method=dastc", "dataset.schedule.feature_fusion_start=0"]
+    base = [
+        f"paths.data_dir={data_dir}",
+        "method=dastc",
+        "dataset.schedule.feature_fusion_start=0",
+        "dataset.schedule.warmup_steps=0",
+    ]
     cfg = compose_config("train", [*base, *backbone, *rest])
     torch.manual_seed(0)
     method = build_method(cfg, build_datamodule(cfg))
@@ -57,7 +64,9 @@ def test_feature_fusion_waits_for_its_start_step(data_dir, batch):
 
 
 def test_tps_has_source_and_target_losses_only(data_dir, batch):
-    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "method=tps"])
+    cfg = compose_config(
+        "train", [f"paths.data_dir={data_dir}", "method=tps", "dataset.schedule.warmup_steps=0"]
+    )
     method = build_method(cfg, build_datamodule(cfg))
     assert set(_losses(method, batch)) == {"source_ce", "target_ce"}
     assert method.lambda_target == cfg.dataset.schedule.lambda_target
@@ -92,3 +101,61 @@ def test_strong_augmentation_is_one_draw_for_every_frame_of_a_clip():
     assert not torch.allclose(out, clip)  # it did something
     for k in (1, 2):  # and the same thing to every frame
         torch.testing.assert_close(out[k], out[0])
+
+
+def test_warm_up_trains_on_the_source_then_restarts_the_teacher_from_the_student(
+    data_dir, batch, monkeypatch
+):
+    method = _method(data_dir, "dataset.schedule.warmup_steps=3")
+    assert set(_losses(method, batch)) == {"source_ce"}  # step 0 of 3 warm-up steps
+    with torch.no_grad():
+        for p in method.student.parameters():
+            p.add_(0.5)
+    monkeypatch.setattr(type(method), "global_step", property(lambda self: 3))
+    method.on_train_batch_start(batch, 0)  # adaptation starts: the teacher becomes the warmed-up student
+    torch.testing.assert_close(method.teacher.model.state_dict(), method.student.state_dict())
+    assert set(_losses(method, batch)) == ALL
+
+
+def _stage_checkpoint(tmp_path, data_dir, *overrides):
+    """A checkpoint file as dastc.train writes it (weights + run config) of a freshly built method."""
+    cfg = compose_config(
+        "train", [f"paths.data_dir={data_dir}", "backbone=accel", "backbone.depth=18", *overrides]
+    )
+    torch.manual_seed(3)
+    method = build_method(cfg, build_datamodule(cfg))
+    path = tmp_path / "stage1.ckpt"
+    torch.save({"state_dict": method.state_dict(), "dastc_config": method.run_config}, path)
+    return path, method
+
+
+def test_init_from_loads_a_tps_stage_into_dastc_except_the_new_head(data_dir, tmp_path):
+    path, tps = _stage_checkpoint(tmp_path, data_dir, "method=tps", "backbone.head=aspp")
+    dastc = _method(data_dir)  # backbone.head=deeplabv2 (method.md section 5: loaded non-strictly)
+    cfg = compose_config(
+        "train", [f"paths.data_dir={data_dir}", "method=dastc", "backbone=accel", "backbone.depth=18"]
+    )
+    report = init_weights_from(dastc, path, cfg)
+    assert report["kept"] and all(k.startswith("frame_net.head.") for k in report["kept"])
+    assert report["ignored"] and all(k.startswith("frame_net.head.") for k in report["ignored"])
+    stored = tps.student.state_dict()
+    for name, value in dastc.student.state_dict().items():
+        if name in report["loaded"]:
+            assert torch.equal(value, stored[name]), name
+    assert (
+        any(k.startswith("frame_net.aux") for k in report["loaded"]) and "fusion.weight" in report["loaded"]
+    )
+    torch.testing.assert_close(dastc.teacher.model.state_dict(), dastc.student.state_dict())
+
+
+@pytest.mark.parametrize(
+    "stage_override,message",
+    [("backbone.depth=34", "depth: 34 vs 18"), ("dataset.class_names=[a,b,c,d,e,f,g,h]", "classes")],
+)
+def test_init_from_refuses_another_network_or_other_classes(data_dir, tmp_path, stage_override, message):
+    path, _ = _stage_checkpoint(tmp_path, data_dir, "method=tps", stage_override)
+    cfg = compose_config(
+        "train", [f"paths.data_dir={data_dir}", "method=dastc", "backbone=accel", "backbone.depth=18"]
+    )
+    with pytest.raises(CheckpointError, match=message):
+        init_weights_from(_method(data_dir), path, cfg)

@@ -58,6 +58,25 @@ def test_ema_teacher_update_is_exact_and_never_trains():
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
+def test_frozen_then_self_teacher_keeps_the_start_model_then_follows_the_student():
+    student = nn.Linear(3, 3)
+    teacher = EMATeacher(student, mode="frozen_then_self", switch_step=2)
+    start = copy.deepcopy(teacher.model.state_dict())
+    for step in range(4):
+        with torch.no_grad():
+            student.weight.add_(1.0)
+        teacher.update(student)
+        expected = start if step < 2 else student.state_dict()
+        torch.testing.assert_close(teacher.model.state_dict(), expected)
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    teacher.restart(student)  # adaptation starts again from the student: frozen for 2 more steps
+    assert int(teacher.steps) == 0
+    torch.testing.assert_close(teacher.model.state_dict(), student.state_dict())
+    with pytest.raises(ValueError, match="method.teacher.mode"):
+        EMATeacher(student, mode="sometimes")
+
+
 def test_cross_entropy_ignores_255_and_is_zero_when_all_ignored():
     logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
     labels = torch.full((1, 2, 2), 255)

@@ -46,7 +46,7 @@ class AdaptationMethod(L.LightningModule):
         optim: Mapping | None = None,
         eval_classes: Sequence[int] | None = None,
         val_names: Sequence[str] = ("target",),
-        ema_momentum: float = 0.999,
+        teacher: Mapping | None = None,
         aux_weight: float = 0.1,
         eval_model: str = "student",
         ignore_index: int = 255,
@@ -56,7 +56,8 @@ class AdaptationMethod(L.LightningModule):
         if eval_model not in ("student", "teacher"):
             raise ValueError(f"method.eval_model must be 'student' or 'teacher', got {eval_model!r}")
         self.student = student
-        self.teacher = EMATeacher(student, ema_momentum)  # exists from the start: adaptation methods need it
+        # Exists from the start (adaptation methods need it); method.teacher = {mode, momentum, switch_step}.
+        self.teacher = EMATeacher(student, **dict(teacher or {}))
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.eval_classes = list(eval_classes) if eval_classes is not None else list(range(num_classes))

@@ -35,7 +35,7 @@ from dastc.models.output import SegmentationOutput
 class FusionConfig:
     image: bool = True  # image-sequence-level mixing, both directions (6a)
     feature: bool = True  # shallow-feature-level mixing, both directions (6b)
-    feature_start: int = 8000  # steps before feature-level mixing starts (authors' schedule)
+    feature_start: int = 8000  # adaptation steps before feature-level mixing starts (authors' schedule)
     alpha: float = 0.3  # weight of the other domain inside the mask (6b)
     source_classes: int = 2  # classes drawn from the source label, besides the long-tail ones
     target_classes: int = 2  # classes drawn from the pseudo-labels
@@ -68,6 +68,8 @@ class DASTC(TPS):
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
         source_out, source_ce = self.source_loss(source)
+        if self.adaptation_step < 0:
+            return {"source_ce": source_ce}
         pseudo, confidence = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
         student_target = {"frames": augmented[:, 1:], "flow": target["flow"][:, 1:], "all_frames": augmented}
@@ -123,7 +125,7 @@ class DASTC(TPS):
                 self.student(s2t["frames"], s2t["flow"]), s2t["labels"][:, -1]
             )
             losses["mix_t2s_ce"] = self.ce(self.student(t2s["frames"], t2s["flow"]), t2s["labels"][:, -1])
-        if cfg.feature and self.global_step >= cfg.feature_start:
+        if cfg.feature and self.adaptation_step >= cfg.feature_start:
             shallow_t = self.student.encode_shallow(target["frames"])
             shallow_p = self.student.encode_shallow(paste["frames"])
             shallow_s = self.student.encode_shallow(source["frames"])

@@ -1,4 +1,4 @@
-"""The mean teacher: an exponential moving average of the student that never receives gradients."""
+"""The teacher that produces pseudo-labels: a copy of the student that never receives gradients."""
 
 from __future__ import annotations
 
@@ -7,30 +7,53 @@ import copy
 import torch
 from torch import nn
 
+TEACHER_MODES = ("ema", "frozen_then_self")
+
 
 class EMATeacher(nn.Module):
     """Holds a copy of the student updated as ``teacher = m * teacher + (1 - m) * student`` after each step.
+
+    ``mode="ema"`` is the paper's mean teacher (m = ``momentum``, 0.999). ``mode="frozen_then_self"`` is the
+    authors' released schedule (method.md section 6): the model adaptation started from, frozen, for
+    ``switch_step`` adaptation steps, then the student itself (m = 1 before, m = 0 after, so the teacher copies
+    the student after every step). :meth:`restart` sets the start: the teacher becomes the student's copy and
+    the step count begins there.
 
     The teacher always stays in eval mode (dropout off, batch norm statistics fixed), also when Lightning
     puts the LightningModule in train mode. Floating-point buffers are averaged like parameters, integer
     buffers (batch norm's step counter) copied.
     """
 
-    def __init__(self, student: nn.Module, momentum: float = 0.999):
+    def __init__(
+        self, student: nn.Module, momentum: float = 0.999, mode: str = "ema", switch_step: int = 8000
+    ):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"EMA momentum must lie in [0, 1], got {momentum}")
-        self.momentum = momentum
+            raise ValueError(f"method.teacher.momentum must lie in [0, 1], got {momentum}")
+        if mode not in TEACHER_MODES:
+            raise ValueError(f"method.teacher.mode must be one of {TEACHER_MODES}, got {mode!r}")
+        self.momentum, self.mode, self.switch_step = momentum, mode, switch_step
         self.model = copy.deepcopy(student)
         self.model.requires_grad_(False)
         self.model.eval()
+        # Adaptation steps taken since the last restart; a buffer, so checkpoints keep it.
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True) -> EMATeacher:
         return super().train(False)
 
+    def momentum_now(self) -> float:
+        """The momentum of the next update."""
+        if self.mode == "ema":
+            return self.momentum
+        return 1.0 if int(self.steps) < self.switch_step else 0.0
+
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
-        weight = 1.0 - self.momentum
+        weight = 1.0 - self.momentum_now()
+        self.steps += 1
+        if weight == 0.0:
+            return
         for mine, theirs in zip(self.model.parameters(), student.parameters(), strict=True):
             mine.lerp_(theirs.detach(), weight)
         for mine, theirs in zip(self.model.buffers(), student.buffers(), strict=True):
@@ -38,6 +61,13 @@ class EMATeacher(nn.Module):
                 mine.lerp_(theirs, weight)
             else:
                 mine.copy_(theirs)
+
+    @torch.no_grad()
+    def restart(self, student: nn.Module) -> None:
+        """Become a copy of the student and count steps from here (adaptation starts)."""
+        for mine, theirs in zip(self.model.state_dict().values(), student.state_dict().values(), strict=True):
+            mine.copy_(theirs)
+        self.steps.zero_()
 
     @torch.no_grad()
     def forward(self, *args, **kwargs):

@@ -31,15 +31,39 @@ def strong_photometric(
 
 class TPS(AdaptationMethod):
     """Source cross-entropy + ``lambda_target`` x cross-entropy of the student on the strongly augmented target
-    pair (t-1, t) against the teacher's temporal pseudo-labels of frame t."""
+    pair (t-1, t) against the teacher's temporal pseudo-labels of frame t.
+
+    The first ``warmup_steps`` steps train on the source alone (the paper's first stage, inside the same run);
+    when adaptation starts the teacher restarts as a copy of the warmed-up student. With ``warmup_steps=0`` the
+    teacher starts from the initial weights (``model.init_from``: the two-stage recipe of method.md s.5).
+    """
 
     def __init__(
-        self, *args, lambda_target: float = 1.0, flip_prob: float = 0.5, strong_aug: bool = True, **kwargs
+        self,
+        *args,
+        lambda_target: float = 1.0,
+        flip_prob: float = 0.5,
+        strong_aug: bool = True,
+        warmup_steps: int = 0,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if warmup_steps < 0:
+            raise ValueError(f"method.warmup_steps must be >= 0, got {warmup_steps}")
         self.lambda_target = lambda_target
         self.flip_prob = flip_prob
         self.augment = strong_photometric() if strong_aug else None
+        self.warmup_steps = warmup_steps
+
+    @property
+    def adaptation_step(self) -> int:
+        """Steps since adaptation started (negative during the source-only warm-up)."""
+        return self.global_step - self.warmup_steps
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        if self.warmup_steps > 0 and self.adaptation_step == 0:
+            self.teacher.restart(self.student)
 
     def pseudo_labels(self, target: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher pseudo-labels and confidences [B, 2, H, W] of the target clips' frames (t-1, t), mirrored
@@ -57,6 +81,8 @@ class TPS(AdaptationMethod):
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
         _, source_ce = self.source_loss(source)
+        if self.adaptation_step < 0:
+            return {"source_ce": source_ce}
         pseudo, _ = self.pseudo_labels(target)
         out = self.student(self.augmented_target(target)[:, 1:], target["flow"][:, 1:])
         return {"source_ce": source_ce, "target_ce": self.lambda_target * self.ce(out, pseudo[:, -1])}
