@@ -1,0 +1,607 @@
+"""The readers of SYNTHIA-Seq, VIPER and Cityscapes-Seq on tiny copies written in each dataset's on-disk encoding."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dastc.data.cityscapes_seq import CityscapesSeq, annotated_frames_from_sequences
+from dastc.data.class_spaces import CITYSCAPES_COLOURS, SYNTHIA, VIPER, apply_lookup, space
+from dastc.data.clip import collate_clips
+from dastc.data.synthia_seq import LAYOUTS, SynthiaSeq
+from dastc.data.viper import VIPER_COLOURS, Viper, read_viper_ids, remove_ego_vehicle
+from dastc.errors import DataFileError, DatasetNotFoundError
+from dastc.flow.io import write_flow_png
+
+# cityscapesscripts/helpers/labels.py for ids 0..33: (name, official 19-class trainId, colour).
+CITYSCAPES_LABELS = {
+    0: ("unlabeled", 255, (0, 0, 0)),
+    1: ("ego vehicle", 255, (0, 0, 0)),
+    2: ("rectification border", 255, (0, 0, 0)),
+    3: ("out of roi", 255, (0, 0, 0)),
+    4: ("static", 255, (0, 0, 0)),
+    5: ("dynamic", 255, (111, 74, 0)),
+    6: ("ground", 255, (81, 0, 81)),
+    7: ("road", 0, (128, 64, 128)),
+    8: ("sidewalk", 1, (244, 35, 232)),
+    9: ("parking", 255, (250, 170, 160)),
+    10: ("rail track", 255, (230, 150, 140)),
+    11: ("building", 2, (70, 70, 70)),
+    12: ("wall", 3, (102, 102, 156)),
+    13: ("fence", 4, (190, 153, 153)),
+    14: ("guard rail", 255, (180, 165, 180)),
+    15: ("bridge", 255, (150, 100, 100)),
+    16: ("tunnel", 255, (150, 120, 90)),
+    17: ("pole", 5, (153, 153, 153)),
+    18: ("polegroup", 255, (153, 153, 153)),
+    19: ("traffic light", 6, (250, 170, 30)),
+    20: ("traffic sign", 7, (220, 220, 0)),
+    21: ("vegetation", 8, (107, 142, 35)),
+    22: ("terrain", 9, (152, 251, 152)),
+    23: ("sky", 10, (70, 130, 180)),
+    24: ("person", 11, (220, 20, 60)),
+    25: ("rider", 12, (255, 0, 0)),
+    26: ("car", 13, (0, 0, 142)),
+    27: ("truck", 14, (0, 0, 70)),
+    28: ("bus", 15, (0, 60, 100)),
+    29: ("caravan", 255, (0, 0, 90)),
+    30: ("trailer", 255, (0, 0, 110)),
+    31: ("train", 16, (0, 80, 100)),
+    32: ("motorcycle", 17, (0, 0, 230)),
+    33: ("bicycle", 18, (119, 11, 32)),
+}
+
+SYNTHIA_CMD = "python -m dastc.flow.estimate dataset=synthia"
+VIPER_CMD = "python -m dastc.flow.estimate dataset=viper"
+
+
+def _write(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+    return path
+
+
+def _rgb_frame(h: int, w: int, rgb: tuple[int, int, int]) -> np.ndarray:
+    """An image as OpenCV writes it (BGR) whose pixels read back as ``rgb``."""
+    return np.broadcast_to(np.array(rgb[::-1], dtype=np.uint8), (h, w, 3)).copy()
+
+
+def _flow(h: int, w: int, u: float, v: float) -> np.ndarray:
+    return np.broadcast_to(np.array([u, v], dtype=np.float32), (h, w, 2)).copy()
+
+
+def _write_published_flow(path: Path, flow: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.round(flow * 10).astype(np.int16))
+
+
+# ---------------------------------------------------------------------------------------------- class spaces
+def test_class_spaces_as_method_md_lists_them():
+    assert SYNTHIA.num_classes == 12 and VIPER.num_classes == 15
+    assert SYNTHIA.eval_classes == (0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11)  # fence (3) trained, not reported
+    assert VIPER.eval_classes == tuple(range(15))
+    assert SYNTHIA.long_tail_classes == (3, 4, 5, 6, 10)
+    assert VIPER.long_tail_classes == (3, 4, 5, 7, 13, 14)
+    assert [SYNTHIA.class_names[c] for c in SYNTHIA.long_tail_classes] == [
+        "fence", "pole", "traffic light", "traffic sign", "rider",
+    ]  # fmt: skip
+    for table in (SYNTHIA.cityscapes_lut, SYNTHIA.source_lut, VIPER.cityscapes_lut, VIPER.source_lut):
+        assert table.dtype == np.uint8 and table.shape == (256,) and not table.flags.writeable
+    assert space("synthia") is SYNTHIA and space(VIPER) is VIPER
+    with pytest.raises(ValueError, match="known: synthia, viper"):
+        space("gta5")
+
+
+@pytest.mark.parametrize("cs", [SYNTHIA, VIPER], ids=lambda s: s.name)
+def test_cityscapes_maps_agree_with_the_official_label_table(cs):
+    names = {name: train for train, name in enumerate(cs.class_names)}
+    if cs is VIPER:
+        names["rider"] = names["person"]  # merged: VIPER has no rider class (method.md section 2)
+    for label_id, (name, official_train_id, colour) in CITYSCAPES_LABELS.items():
+        assert cs.cityscapes_lut[label_id] == names.get(name, 255), (label_id, name)
+        if official_train_id == 255:  # what Cityscapes ignores, we ignore too
+            assert cs.cityscapes_lut[label_id] == 255
+        if name in cs.class_names:
+            assert cs.palette[cs.class_names.index(name)] == colour == CITYSCAPES_COLOURS[name]
+    assert (cs.cityscapes_lut[34:] == 255).all()
+    assert sorted(set(cs.cityscapes_lut[:34]) - {255}) == list(range(cs.num_classes))
+
+
+def test_source_maps_by_hand():
+    synthia = {3: 0, 4: 1, 2: 2, 5: 3, 7: 4, 15: 5, 9: 6, 6: 7, 1: 8, 10: 9, 11: 10, 8: 11}
+    viper = {3: 0, 4: 1, 9: 2, 11: 3, 13: 4, 14: 5, 7: 6, 8: 6, 6: 7, 2: 8, 20: 9, 24: 10, 27: 11, 26: 12}
+    viper |= {23: 13, 22: 14}
+    for cs, expected in ((SYNTHIA, synthia), (VIPER, viper)):
+        assert {i: int(t) for i, t in enumerate(cs.source_lut) if t != 255} == expected
+    raw = np.array([[3, 300], [65535, 8]], dtype=np.uint16)  # 16-bit values outside the table are ignored
+    np.testing.assert_array_equal(apply_lookup(SYNTHIA.source_lut, raw), [[0, 255], [255, 11]])
+
+
+# ---------------------------------------------------------------------------------------------- SYNTHIA-Seq
+SY_H, SY_W, SY_CROP = 10, 8, 3  # written 10x8, read 7x8 after cropping 3 rows
+
+# SYNTHIA class ids of the kept rows, and the 12-class train ids they must decode to.
+SY_IDS = np.full((SY_H - SY_CROP, SY_W), 3, dtype=np.uint16)
+SY_IDS[0] = [0, 1, 2, 3, 4, 5, 6, 7]
+SY_IDS[1] = [8, 9, 10, 11, 12, 13, 14, 15]
+SY_IDS[2, :3] = [22, 300, 65535]
+SY_EXPECTED = np.full((SY_H - SY_CROP, SY_W), 0, dtype=np.int64)
+SY_EXPECTED[0] = [255, 8, 2, 0, 1, 3, 7, 4]
+SY_EXPECTED[1] = [11, 6, 9, 10, 255, 255, 255, 5]
+SY_EXPECTED[2, :3] = [255, 255, 255]
+
+
+def _synthia_label() -> np.ndarray:
+    """A 16-bit 3-channel label as OpenCV writes it (BGR): the class id in R (OpenCV channel 2), instance-like
+    values in G and a valid class id (fence) in B, so that reading the wrong channel shows."""
+    ids = np.concatenate([SY_IDS, np.full((SY_CROP, SY_W), 10, dtype=np.uint16)])  # crop rows: person
+    bgr = np.empty((SY_H, SY_W, 3), dtype=np.uint16)
+    bgr[..., 0] = 5
+    bgr[..., 1] = 1000 + np.arange(SY_H * SY_W, dtype=np.uint16).reshape(SY_H, SY_W)
+    bgr[..., 2] = ids
+    return bgr
+
+
+def _make_synthia(root: Path, layout: str = "flattened", frames=range(4), labels=range(4)) -> Path:
+    frames_dir, labels_dir = (root / d for d in LAYOUTS[layout])
+    for t in frames:
+        image = _rgb_frame(SY_H, SY_W, (10 * t, 100, 200))
+        image[SY_H - SY_CROP :] = (0, 0, 255)  # the cropped rows read as pure red
+        _write(frames_dir / f"{t:06d}.png", image)
+    for t in labels:
+        _write(labels_dir / f"{t:06d}.png", _synthia_label())
+    return root
+
+
+def _synthia_flows(flow_dir: Path, ts) -> Path:
+    # Written at twice the clip's size: read back halved.
+    for t in ts:
+        flow_dir.mkdir(parents=True, exist_ok=True)
+        write_flow_png(flow_dir / f"{t:06d}.png", _flow(2 * (SY_H - SY_CROP), 2 * SY_W, 2.0 * t, -4.0))
+    return flow_dir
+
+
+@pytest.mark.parametrize("layout", ["flattened", "original"])
+def test_synthia_decodes_both_layouts(tmp_path, layout):
+    root = _make_synthia(tmp_path / "SYNTHIA-SEQS-04-DAWN", layout)
+    flow_dir = _synthia_flows(tmp_path / "flow", [1, 2, 3])
+    ds = SynthiaSeq(root, num_frames=2, flow_dir=flow_dir, crop_bottom=SY_CROP)
+    assert ds.layout == layout and len(ds) == 3  # 000000 has no previous frame
+    clip = ds[1]
+    h = SY_H - SY_CROP
+    assert clip["frames"].shape == (2, 3, h, SY_W) and clip["frames"].dtype == torch.float32
+    assert clip["labels"].shape == (2, h, SY_W) and clip["labels"].dtype == torch.long
+    assert clip["flow"].shape == (1, 2, h, SY_W) and clip["flow"].dtype == torch.float32
+    # RGB order, oldest first, bottom rows cropped.
+    torch.testing.assert_close(clip["frames"][:, 0, 0, 0], torch.tensor([10.0, 20.0]) / 255)
+    assert (clip["frames"][:, 2] == 200 / 255).all() and (clip["frames"][:, 1] == 100 / 255).all()
+    for k in range(2):
+        np.testing.assert_array_equal(clip["labels"][k].numpy(), SY_EXPECTED)
+    # Flow of frame 2 into frame 1, written at twice the size: vectors halved.
+    assert torch.allclose(clip["flow"][0, 0], torch.tensor(2.0)) and torch.allclose(
+        clip["flow"][0, 1], torch.tensor(-2.0)
+    )
+    meta = clip["meta"]
+    assert meta["dataset"] == "synthia_seq" and meta["sequence"] == "SYNTHIA-SEQS-04-DAWN"
+    assert meta["frame_ids"] == [1, 2]
+    assert [Path(p).name for p in meta["paths"]] == ["000001.png", "000002.png"]
+    assert Path(meta["paths"][0]).parent == root / LAYOUTS[layout][0]
+    assert Path(meta["label_path"]) == root / LAYOUTS[layout][1] / "000002.png"
+
+
+def test_synthia_partial_copy_gives_fewer_samples(tmp_path):
+    # Frame 2 is missing and frame 0 has no label: only t=1 (label of frame 0 -> ignore) and t=4 remain.
+    root = _make_synthia(tmp_path / "s", frames=[0, 1, 3, 4], labels=[1, 3, 4])
+    ds = SynthiaSeq(root, num_frames=2, require_flow=False, crop_bottom=SY_CROP)
+    assert [s.frame_ids for s in ds.samples] == [(0, 1), (3, 4)]
+    clip = ds[0]
+    assert "flow" not in clip
+    assert (clip["labels"][0] == 255).all()
+    np.testing.assert_array_equal(clip["labels"][1].numpy(), SY_EXPECTED)
+
+
+def test_synthia_no_clip_at_all_is_a_dataset_error(tmp_path):
+    root = _make_synthia(tmp_path / "s", frames=[0, 2], labels=[0, 2])
+    with pytest.raises(DatasetNotFoundError, match="no clip of 2 consecutive frames"):
+        SynthiaSeq(root, require_flow=False, crop_bottom=SY_CROP)
+
+
+def test_synthia_missing_dataset_says_what_to_download(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        SynthiaSeq(tmp_path / "nowhere", require_flow=False)
+    message = str(err.value)
+    assert "SYNTHIA-SEQS-04-DAWN" in message and str(tmp_path / "nowhere") in message
+    assert "RGB/Stereo_Left/Omni_F/000001.png" in message
+
+
+def test_synthia_flow_needs_a_folder_or_an_explicit_opt_out(tmp_path):
+    root = _make_synthia(tmp_path / "s")
+    with pytest.raises(DataFileError, match=SYNTHIA_CMD):
+        SynthiaSeq(root, crop_bottom=SY_CROP)
+
+
+def test_synthia_missing_flow_names_file_and_command(tmp_path):
+    root = _make_synthia(tmp_path / "s")
+    flow_dir = _synthia_flows(tmp_path / "flow", [1, 2])  # 000003 missing
+    ds = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)
+    with pytest.raises(DataFileError) as err:
+        ds[2]
+    assert str(flow_dir / "000003.png") in str(err.value) and "000003_int16_x10.npy" in str(err.value)
+    assert f"`{SYNTHIA_CMD}`" in str(err.value)
+
+
+def test_synthia_reads_published_flow_and_resizes_per_axis(tmp_path):
+    root = _make_synthia(tmp_path / "s")
+    flow_dir = tmp_path / "published"
+    h = SY_H - SY_CROP
+    # Twice the height, four times the width: x shrinks by 4, y by 2.
+    _write_published_flow(flow_dir / "000001_int16_x10.npy", _flow(2 * h, 4 * SY_W, 4.0, -4.4))
+    clip = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)[0]
+    assert clip["flow"].shape == (1, 2, h, SY_W)
+    torch.testing.assert_close(clip["flow"][0, 0], torch.full((h, SY_W), 1.0))
+    torch.testing.assert_close(clip["flow"][0, 1], torch.full((h, SY_W), -2.2))
+
+
+def test_synthia_prefers_our_flow_over_the_published_one(tmp_path):
+    root = _make_synthia(tmp_path / "s")
+    flow_dir = _synthia_flows(tmp_path / "flow", [1])
+    _write_published_flow(flow_dir / "000001_int16_x10.npy", _flow(SY_H - SY_CROP, SY_W, 9.0, 9.0))
+    flow = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)[0]["flow"]
+    assert torch.allclose(flow[0, 0], torch.tensor(1.0))
+
+
+def test_synthia_flow_on_uncropped_frames_is_cropped_not_squeezed(tmp_path):
+    # The estimator reads the frame files: its flow covers all 10 rows; the bottom 3 must go, as in the frames.
+    root = _make_synthia(tmp_path / "s")
+    flow = _flow(SY_H, SY_W, 1.0, 0.5)
+    flow[SY_H - SY_CROP :] = (40.0, 40.0)
+    flow_dir = tmp_path / "flow"
+    flow_dir.mkdir()
+    write_flow_png(flow_dir / "000001.png", flow)
+    clip = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)[0]
+    torch.testing.assert_close(clip["flow"][0, 0], torch.full((SY_H - SY_CROP, SY_W), 1.0))
+    torch.testing.assert_close(clip["flow"][0, 1], torch.full((SY_H - SY_CROP, SY_W), 0.5))
+
+
+def test_synthia_corrupt_label_names_the_file(tmp_path):
+    root = _make_synthia(tmp_path / "s")
+    bad = root / "label" / "000002.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    ds = SynthiaSeq(root, require_flow=False, crop_bottom=SY_CROP)
+    with pytest.raises(DataFileError, match=re.escape(str(bad))):
+        ds[1]
+
+
+def test_synthia_flow_pairs(tmp_path):
+    root = _make_synthia(tmp_path / "s")
+    flow_dir = tmp_path / "flow"
+    pairs = SynthiaSeq(root, num_frames=3, flow_dir=flow_dir, crop_bottom=SY_CROP).flow_pairs()
+    frames = root / "rgb"
+    assert pairs == [
+        (frames / "000001.png", frames / "000000.png", flow_dir / "000001.png"),
+        (frames / "000002.png", frames / "000001.png", flow_dir / "000002.png"),
+        (frames / "000003.png", frames / "000002.png", flow_dir / "000003.png"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- VIPER
+VP_H, VP_W = 8, 12
+
+# Raw VIPER ids. Cars (24): the ego bonnet (rows 6-7, cols 4-7, holding the bottom-row centre (7, 6)), a car
+# on the bottom row that does not touch it (rows 6-7, cols 0-1) and one up in the scene (rows 2-3, cols 8-9).
+# All regions are aligned on 2x2 blocks so that a 2x nearest downscale keeps every one of them.
+VP_IDS = np.array(
+    [
+        [2, 2, 2, 2, 7, 7, 8, 8, 2, 2, 0, 0],
+        [2, 2, 2, 2, 7, 7, 8, 8, 2, 2, 0, 0],
+        [9, 9, 11, 11, 13, 13, 14, 14, 24, 24, 25, 25],
+        [9, 9, 11, 11, 13, 13, 14, 14, 24, 24, 25, 25],
+        [4, 4, 20, 20, 6, 6, 27, 27, 26, 26, 23, 23],
+        [4, 4, 20, 20, 6, 6, 27, 27, 26, 26, 23, 23],
+        [24, 24, 3, 3, 24, 24, 24, 24, 3, 3, 22, 22],
+        [24, 24, 3, 3, 24, 24, 24, 24, 3, 3, 22, 22],
+    ],
+    dtype=np.uint8,
+)
+VP_EXPECTED = np.array(
+    [
+        [8, 8, 8, 8, 6, 6, 6, 6, 8, 8, 255, 255],
+        [8, 8, 8, 8, 6, 6, 6, 6, 8, 8, 255, 255],
+        [2, 2, 3, 3, 4, 4, 5, 5, 10, 10, 255, 255],
+        [2, 2, 3, 3, 4, 4, 5, 5, 10, 10, 255, 255],
+        [1, 1, 9, 9, 7, 7, 11, 11, 12, 12, 13, 13],
+        [1, 1, 9, 9, 7, 7, 11, 11, 12, 12, 13, 13],
+        [10, 10, 0, 0, 255, 255, 255, 255, 0, 0, 14, 14],
+        [10, 10, 0, 0, 255, 255, 255, 255, 0, 0, 14, 14],
+    ]
+)
+
+
+def _viper_png(path: Path, ids: np.ndarray, encoding: str = "palette") -> Path:
+    """A VIPER class PNG: indexed with the VIPER colours (palette), grey, or coloured RGB."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if encoding == "palette":
+        image = Image.fromarray(ids)
+        image.putpalette([c for colour in VIPER_COLOURS for c in colour])
+    elif encoding == "grey":
+        image = Image.fromarray(ids)
+    else:
+        image = Image.fromarray(np.array(VIPER_COLOURS, dtype=np.uint8)[ids])
+    image.save(path)
+    return path
+
+
+def _make_viper(root: Path, images=None, labels=None) -> Path:
+    """Sequence 001: images 8..11 and 0, labels 0 and 10; sequence 002: image and label 10 without frame 9."""
+    images = images or {"001": [0, 8, 9, 10, 11], "002": [10]}
+    labels = labels or {"001": [0, 10], "002": [10]}
+    for seq, ts in images.items():
+        for t in ts:
+            _write(
+                root / "train" / "img" / seq / f"{seq}_{t:05d}.jpg", _rgb_frame(VP_H, VP_W, (8 * t, 50, 150))
+            )
+    for seq, ts in labels.items():
+        for t in ts:
+            _viper_png(root / "train" / "cls" / seq / f"{seq}_{t:05d}.png", VP_IDS)
+    return root
+
+
+def test_viper_decodes_labels_and_drops_only_the_ego_vehicle(tmp_path):
+    root = _make_viper(tmp_path / "viper")
+    ds = Viper(root, require_flow=False, size=None)
+    assert [(s.sequence, s.frame_ids) for s in ds.samples] == [("001", (9, 10))]
+    clip = ds[0]
+    assert clip["frames"].shape == (2, 3, VP_H, VP_W) and clip["labels"].shape == (2, VP_H, VP_W)
+    assert (clip["labels"][0] == 255).all()  # frame 9 has no class PNG
+    np.testing.assert_array_equal(clip["labels"][1].numpy(), VP_EXPECTED)
+    # JPEG is lossy: colours only approximately, but in RGB order.
+    assert abs(clip["frames"][1, 0].mean().item() * 255 - 80) < 3
+    assert abs(clip["frames"][1, 2].mean().item() * 255 - 150) < 3
+    meta = clip["meta"]
+    assert meta["dataset"] == "viper" and meta["sequence"] == "001" and meta["frame_ids"] == [9, 10]
+    assert [Path(p).name for p in meta["paths"]] == ["001_00009.jpg", "001_00010.jpg"]
+    assert Path(meta["label_path"]) == root / "train" / "cls" / "001" / "001_00010.png"
+
+
+def test_viper_resizes_frames_area_and_labels_nearest(tmp_path):
+    root = _make_viper(tmp_path / "viper")
+    clip = Viper(root, require_flow=False, size=(VP_H // 2, VP_W // 2))[0]
+    assert clip["frames"].shape == (2, 3, VP_H // 2, VP_W // 2)
+    np.testing.assert_array_equal(clip["labels"][1].numpy(), VP_EXPECTED[::2, ::2])
+
+
+@pytest.mark.parametrize("encoding", ["palette", "grey", "rgb"])
+def test_viper_class_png_encodings(tmp_path, encoding):
+    path = _viper_png(tmp_path / "x.png", VP_IDS, encoding)
+    np.testing.assert_array_equal(read_viper_ids(path), VP_IDS)
+
+
+def test_viper_grey_class_colours_are_read_as_colours(tmp_path):
+    ids = np.array([[9, 10], [0, 9]], dtype=np.uint8)  # building (70, 70, 70), infrastructure (153, 153, 153)
+    np.testing.assert_array_equal(read_viper_ids(_viper_png(tmp_path / "x.png", ids, "rgb")), ids)
+
+
+def test_viper_rejects_unknown_colours_and_corrupt_files(tmp_path):
+    colours = np.array(VIPER_COLOURS, dtype=np.uint8)[VP_IDS]
+    colours[0, 0] = (1, 2, 3)
+    path = tmp_path / "colour.png"
+    Image.fromarray(colours).save(path)
+    with pytest.raises(DataFileError, match=r"colour\.png holds colours \[\(1, 2, 3\)\]"):
+        read_viper_ids(path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataFileError, match=re.escape(str(bad))):
+        read_viper_ids(bad)
+
+
+def test_ego_vehicle_absent_when_bottom_centre_is_not_a_car():
+    ids = np.full((4, 6), 24, dtype=np.uint8)
+    ids[3, 3] = 3
+    np.testing.assert_array_equal(remove_ego_vehicle(ids), ids)
+
+
+def test_viper_flows_ours_and_published(tmp_path):
+    root = _make_viper(
+        tmp_path / "viper", images={"001": [8, 9, 10], "002": [19, 20]}, labels={"001": [10], "002": [20]}
+    )
+    flow_dir = tmp_path / "flow"
+    flow_dir.joinpath("001").mkdir(parents=True)
+    write_flow_png(flow_dir / "001" / "001_00010.png", _flow(VP_H, VP_W, 1.5, 0.5))
+    _write_published_flow(flow_dir / "002_0002000019_int16_x10.npy", _flow(2 * VP_H, 2 * VP_W, -3.0, 2.0))
+    ds = Viper(root, flow_dir=flow_dir, size=None)
+    assert len(ds) == 2
+    flow = ds[0]["flow"]
+    assert flow.shape == (1, 2, VP_H, VP_W) and torch.allclose(flow[0, 0], torch.tensor(1.5))
+    flow = ds[1]["flow"]
+    assert torch.allclose(flow[0, 0], torch.tensor(-1.5)) and torch.allclose(flow[0, 1], torch.tensor(1.0))
+    ds3 = Viper(root, num_frames=3, flow_dir=flow_dir, size=None)
+    assert [s.frame_ids for s in ds3.samples] == [(8, 9, 10)]  # 002 lacks frame 18
+    with pytest.raises(DataFileError) as err:
+        ds3[0]
+    assert str(flow_dir / "001" / "001_00009.png") in str(err.value)
+    assert "001_0000900008_int16_x10.npy" in str(err.value) and VIPER_CMD in str(err.value)
+    img = root / "train" / "img"
+    assert ds3.flow_pairs() == [
+        (img / "001" / "001_00009.jpg", img / "001" / "001_00008.jpg", flow_dir / "001" / "001_00009.png"),
+        (img / "001" / "001_00010.jpg", img / "001" / "001_00009.jpg", flow_dir / "001" / "001_00010.png"),
+    ]
+
+
+def test_viper_missing_dataset(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="VIPER is not at .*playing-for-benchmarks"):
+        Viper(tmp_path / "nowhere", require_flow=False)
+
+
+# ------------------------------------------------------------------------------------------- Cityscapes-Seq
+CS_H, CS_W = 8, 16  # files at 8x16 ("2048x1024"), frames read at 4x8 ("1024x512")
+CS_SIZE = (4, 8)
+
+
+def _cityscapes_label_ids() -> np.ndarray:
+    """Every label id 0..33 once (row-major), then road; plus an id outside the table (200)."""
+    ids = np.full(CS_H * CS_W, 7, dtype=np.uint8)
+    ids[:34] = np.arange(34)
+    ids[34] = 200
+    return ids.reshape(CS_H, CS_W)
+
+
+def _expected_train_ids(cs) -> np.ndarray:
+    """The train ids of :func:`_cityscapes_label_ids` by the official names (rider -> person for VIPER)."""
+    out = np.full(CS_H * CS_W, cs.class_names.index("road"), dtype=np.int64)
+    out[34] = 255
+    for label_id, (name, _, _) in CITYSCAPES_LABELS.items():
+        name = "person" if cs is VIPER and name == "rider" else name
+        out[label_id] = cs.class_names.index(name) if name in cs.class_names else 255
+    return out.reshape(CS_H, CS_W)
+
+
+def _make_cityscapes(root: Path, split: str, snippets: dict, labels: dict | None) -> Path:
+    """``snippets``: (city, seq) -> frame numbers written; ``labels``: (city, seq) -> annotated frames."""
+    for (city, seq), frames in snippets.items():
+        for t in frames:
+            name = f"{city}_{seq}_{t:06d}_leftImg8bit.png"
+            _write(
+                root / "leftImg8bit_sequence" / split / city / name, _rgb_frame(CS_H, CS_W, (t % 250, 20, 30))
+            )
+    for (city, seq), frames in (labels or {}).items():
+        for t in frames:
+            name = f"{city}_{seq}_{t:06d}_gtFine_labelIds.png"
+            _write(root / "gtFine" / split / city / name, _cityscapes_label_ids())
+    return root
+
+
+def _cityscapes_val(root: Path) -> Path:
+    snippets = {("frankfurt", "000000"): [292, 293, 294], ("lindau", "000001"): [19]}  # lindau lacks t-1
+    return _make_cityscapes(
+        root, "val", snippets, {("frankfurt", "000000"): [294], ("lindau", "000001"): [19]}
+    )
+
+
+@pytest.mark.parametrize("cs", [SYNTHIA, VIPER], ids=lambda s: s.name)
+def test_cityscapes_val_clip_keeps_full_resolution_label(tmp_path, cs):
+    root = _cityscapes_val(tmp_path / "cityscapes")
+    flow_dir = tmp_path / "flow"
+    flow_dir.joinpath("val", "frankfurt").mkdir(parents=True)
+    write_flow_png(
+        flow_dir / "val" / "frankfurt" / "frankfurt_000000_000294_000293.png", _flow(CS_H, CS_W, 2.0, -1.0)
+    )
+    ds = CityscapesSeq(root, "val", cs.name, flow_dir=flow_dir, size=CS_SIZE)
+    assert ds.num_frames == 2 and ds.labelled and ds.num_classes == cs.num_classes
+    assert len(ds) == 1  # lindau has no frame t-1: not a sample
+    clip = ds[0]
+    assert clip["frames"].shape == (2, 3, *CS_SIZE)
+    assert clip["labels"].shape == (2, CS_H, CS_W)  # full resolution, not the frames' size
+    assert clip["flow"].shape == (1, 2, *CS_SIZE)
+    assert (clip["labels"][0] == 255).all()
+    np.testing.assert_array_equal(clip["labels"][1].numpy(), _expected_train_ids(cs))
+    torch.testing.assert_close(clip["flow"][0, 0], torch.full(CS_SIZE, 1.0))
+    torch.testing.assert_close(clip["flow"][0, 1], torch.full(CS_SIZE, -0.5))
+    torch.testing.assert_close(clip["frames"][:, 0, 0, 0], torch.tensor([293.0, 294.0]) % 250 / 255)
+    meta = clip["meta"]
+    assert meta["dataset"] == "cityscapes_seq" and meta["split"] == "val"
+    assert meta["sequence"] == "frankfurt_000000" and meta["frame_ids"] == [293, 294]
+    assert Path(meta["label_path"]).name == "frankfurt_000000_000294_gtFine_labelIds.png"
+    batch = collate_clips([clip, clip])
+    assert batch["labels"].shape == (2, 2, CS_H, CS_W) and batch["frames"].shape == (2, 2, 3, *CS_SIZE)
+
+
+def test_cityscapes_label_size_resizes_labels_nearest(tmp_path):
+    root = _cityscapes_val(tmp_path / "cityscapes")
+    clip = CityscapesSeq(root, "val", "viper", size=CS_SIZE, label_size=CS_SIZE, require_flow=False)[0]
+    assert clip["labels"].shape == (2, *CS_SIZE)
+    np.testing.assert_array_equal(clip["labels"][1].numpy(), _expected_train_ids(VIPER)[::2, ::2])
+
+
+def test_cityscapes_train_clips_from_gtfine_names(tmp_path):
+    snippets = {("aachen", "000000"): [17, 18, 19], ("bochum", "000000"): [311, 312, 313]}
+    labels = {("aachen", "000000"): [19], ("bochum", "000000"): [313]}
+    root = _make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
+    flow_dir = tmp_path / "flow"
+    ds = CityscapesSeq(root, "train", "synthia", flow_dir=flow_dir, size=CS_SIZE)
+    assert ds.num_frames == 3 and not ds.labelled
+    assert [(s.sequence, s.frame_ids) for s in ds.samples] == [
+        ("aachen_000000", (17, 18, 19)),
+        ("bochum_000000", (311, 312, 313)),
+    ]
+    seq_dir = root / "leftImg8bit_sequence" / "train" / "aachen"
+    out = flow_dir / "train" / "aachen"
+    assert ds.flow_pairs()[:2] == [
+        (seq_dir / "aachen_000000_000018_leftImg8bit.png", seq_dir / "aachen_000000_000017_leftImg8bit.png",
+         out / "aachen_000000_000018_000017.png"),
+        (seq_dir / "aachen_000000_000019_leftImg8bit.png", seq_dir / "aachen_000000_000018_leftImg8bit.png",
+         out / "aachen_000000_000019_000018.png"),
+    ]  # fmt: skip
+    # Published flows: t-1 -> t-2 and t -> t-1, both at the frames' own size.
+    _write_published_flow(flow_dir / "aachen_000000_000018_000017_int16_x10.npy", _flow(*CS_SIZE, 1.0, 0.0))
+    _write_published_flow(flow_dir / "aachen_000000_000019_000018_int16_x10.npy", _flow(*CS_SIZE, 0.0, 2.0))
+    clip = ds[0]
+    assert "labels" not in clip and clip["frames"].shape == (3, 3, *CS_SIZE)
+    assert clip["flow"].shape == (2, 2, *CS_SIZE)
+    assert torch.allclose(clip["flow"][0, 0], torch.tensor(1.0)) and torch.allclose(
+        clip["flow"][1, 1], torch.tensor(2.0)
+    )
+    with pytest.raises(DataFileError) as err:
+        ds[1]
+    assert str(flow_dir / "train" / "bochum" / "bochum_000000_000312_000311.png") in str(err.value)
+    assert "python -m dastc.flow.estimate dataset=synthia flow.split=train" in str(err.value)
+
+
+def test_cityscapes_train_without_gtfine_derives_annotated_frames(tmp_path):
+    # aachen restarts its numbering per snippet; bochum runs on (annotated 313 = 294 + 19), and a partial copy of
+    # a third snippet (krefeld, frames 17-19 only) yields nothing without gtFine.
+    snippets = {
+        ("aachen", "000000"): range(30),
+        ("aachen", "000001"): range(30),
+        ("bochum", "000000"): list(range(294, 324)) + list(range(324, 354)),
+        ("krefeld", "000000"): [17, 18, 19],
+    }
+    root = _make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels=None)
+    ds = CityscapesSeq(root, "train", "viper", size=CS_SIZE, require_flow=False)
+    assert [(s.sequence, s.frame_ids[-1]) for s in ds.samples] == [
+        ("aachen_000000", 19),
+        ("aachen_000001", 19),
+        ("bochum_000000", 313),
+        ("bochum_000000", 343),
+    ]
+    assert annotated_frames_from_sequences({("x", "000000"): set(range(30))}) == {("x", "000000"): {19}}
+
+
+def test_cityscapes_partial_copy_and_num_frames(tmp_path):
+    snippets = {("aachen", "000000"): [18, 19], ("aachen", "000001"): [17, 18, 19]}
+    labels = {("aachen", "000000"): [19], ("aachen", "000001"): [19]}
+    root = _make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
+    assert len(CityscapesSeq(root, "train", require_flow=False, size=CS_SIZE)) == 1  # t-2 missing in 000000
+    assert len(CityscapesSeq(root, "train", num_frames=2, require_flow=False, size=CS_SIZE)) == 2
+
+
+def test_cityscapes_missing_data(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        CityscapesSeq(tmp_path / "nowhere", "val", require_flow=False)
+    assert "leftImg8bit_sequence_trainvaltest.zip" in str(err.value)
+    assert str(tmp_path / "nowhere" / "leftImg8bit_sequence" / "val") in str(err.value)
+    root = _make_cityscapes(tmp_path / "c", "val", {("lindau", "000000"): [18, 19]}, labels=None)
+    with pytest.raises(DatasetNotFoundError, match="gtFine_trainvaltest.zip"):
+        CityscapesSeq(root, "val", require_flow=False)
+    with pytest.raises(DataFileError, match="dataset=viper flow.split=val"):
+        CityscapesSeq(root, "val", "viper")
+    with pytest.raises(ValueError, match="unknown Cityscapes-Seq split"):
+        CityscapesSeq(root, "test", require_flow=False)
+
+
+def test_cityscapes_corrupt_frame_and_label_name_the_file(tmp_path):
+    root = _cityscapes_val(tmp_path / "cityscapes")
+    ds = CityscapesSeq(root, "val", require_flow=False, size=CS_SIZE)
+    label = Path(ds.samples[0].labels[-1])
+    label.write_bytes(b"not a png")
+    with pytest.raises(DataFileError, match=re.escape(str(label))):
+        ds[0]
+    frame = ds.samples[0].frames[0]
+    frame.unlink()
+    with pytest.raises(DataFileError, match=re.escape(f"{frame} is missing")):
+        ds[0]
