@@ -15,7 +15,16 @@ from dastc.methods.base import AdaptationMethod
 
 
 def build_datamodule(cfg: DictConfig) -> PairedClipDataModule:
-    return instantiate(cfg.dataset, _recursive_=False)
+    return instantiate(cfg.dataset, _recursive_=False, rare_classes=rare_classes_needed(cfg))
+
+
+def rare_classes_needed(cfg: DictConfig) -> int:
+    """Long-tail source clips per training sample the method pastes (DA-STC's rare-class pasting, method.md
+    6a); 0 for methods without it or with it switched off."""
+    fusion = cfg.get("method", {}).get("fusion") or {}
+    if not fusion.get("rare_class_paste") or not (fusion.get("image") or fusion.get("feature")):
+        return 0
+    return int(fusion.get("rare_classes", 0))
 
 
 def build_method(cfg: DictConfig, datamodule: PairedClipDataModule) -> AdaptationMethod:

@@ -10,7 +10,8 @@ from hydra.errors import InstantiationException
 from dastc.errors import DastcError
 
 
-def _user_error(err: BaseException) -> DastcError | None:
+def find_user_error(err: BaseException) -> DastcError | None:
+    """The DastcError behind ``err``, looking through the errors Hydra wraps around it; None when there is none."""
     while err is not None:  # Hydra wraps errors raised while instantiating; look through the chain
         if isinstance(err, DastcError):
             return err
@@ -34,7 +35,7 @@ def user_errors():
     try:
         yield
     except Exception as err:
-        user_error = _user_error(err)
+        user_error = find_user_error(err)
         if user_error is None:
             raise
         print(f"error: {_one_sentence(user_error)}", file=sys.stderr)

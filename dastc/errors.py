@@ -15,3 +15,7 @@ class DataFileError(DastcError):
 
 class CheckpointError(DastcError):
     """A checkpoint is missing or does not fit the requested run."""
+
+
+class ConfigError(DastcError):
+    """A config value is invalid or missing for what the command was asked to do."""

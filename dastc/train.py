@@ -19,6 +19,7 @@ from dastc.build import build_callbacks, build_datamodule, build_loggers, build_
 from dastc.checkpoint import check_compatible, init_weights_from, load_run_checkpoint, resolve_ckpt_path
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
+from dastc.errors import ConfigError
 from dastc.report import report
 
 # The EMA teacher is kept in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
@@ -29,6 +30,11 @@ def train(cfg: DictConfig) -> dict:
     """Fit, save ``checkpoints/last.ckpt``, validate it and write ``metrics.json``/``.md``; returns the metrics."""
     console = Console()
     use_job_output_dir(cfg)
+    if cfg.get("model", {}).get("init_required") and not cfg.model.get("init_from"):
+        raise ConfigError(
+            "this configuration starts from an earlier stage: set model.init_from=<its run directory or "
+            "checkpoint> (the DA-STC presets start from the TPS stage, method.md section 5)"
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)

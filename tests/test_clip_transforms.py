@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dastc.data.clip_transforms import ClipAugment, resize_clip
+from dastc.data.clip_transforms import AugmentedClips, ClipAugment, resize_clip
 from dastc.flow.warp import warp
 
 H, W = 48, 64
@@ -154,3 +154,40 @@ def test_resize_clip_keeps_flow_consistent_with_the_frames():
     err, unwarped = _warp_error(out, valid)
     assert err < 0.01 and err < 0.15 * unwarped
     assert resize_clip(clip, (H, W))["frames"] is clip["frames"]
+
+
+class _SameClip(torch.utils.data.Dataset):
+    """Every index holds the same clip, so differences between indices come from the augmentation alone."""
+
+    def __init__(self, n: int = 8):
+        self.n, self.clip = n, _moving_clip(_texture())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.clip, "meta": {"index": index}}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in ("frames", "labels", "flow"))
+
+
+def test_augmented_clips_draw_per_index_reproducibly():
+    augment = ClipAugment(crop_size=(40, 56), scale_range=(0.7, 1.3), hflip_p=0.5)
+    data = AugmentedClips(_SameClip(), augment, seed=3)
+    first = [data[i] for i in range(len(data))]
+    assert all(_same(a, data[i]) for i, a in enumerate(first))  # the same clip for the same index, every time
+    assert first[5]["meta"] == {"index": 5} and first[5]["frames"].shape == (2, 3, 40, 56)
+    # Different indices, draws and seeds draw differently.
+    assert sum(_same(first[0], other) for other in first[1:]) == 0
+    assert not _same(data.sample(2, draw=1), first[2]) and _same(data.sample(2, draw=0), first[2])
+    assert not _same(AugmentedClips(_SameClip(), augment, seed=4)[0], first[0])
+    # Loader workers rebuild exactly the clips of the main process.
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2)
+    assert all(_same(a, b) for a, b in zip(first, loader, strict=True))
+
+
+def test_augmented_clips_class_index_label_is_the_readers():
+    data = AugmentedClips(_SameClip(), ClipAugment(hflip_p=1.0), seed=0)
+    np.testing.assert_array_equal(data.current_label(1), _SameClip()[1]["labels"][-1].numpy())

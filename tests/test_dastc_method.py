@@ -14,10 +14,11 @@ ALL = {"source_ce", "target_ce", "mix_s2t_ce", "mix_t2s_ce", "feat_s2t_ce", "fea
 
 @pytest.fixture(scope="module")
 def batch(data_dir):
-    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "dataset.batch_size=2"])
+    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "method=dastc", "dataset.batch_size=2"])
     dm = build_datamodule(cfg)
+    dm.prepare_data()
     dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
+    return next(iter(dm.train_dataloader()))  # with rare-class clips
 
 
 def _method(data_dir, *overrides):
@@ -55,6 +56,15 @@ def test_every_ablation_switch_changes_exactly_the_losses_it_names(data_dir, bat
     ablated = _losses(_method(data_dir, switch).eval(), batch)
     assert set(full) == ALL and set(ablated) == ALL - removed
     for name in ablated:  # what the switch does not name is computed exactly as before
+        torch.testing.assert_close(ablated[name], full[name])
+
+
+def test_rare_class_pasting_changes_only_the_image_level_source_to_target_loss(data_dir, batch):
+    full = _losses(_method(data_dir).eval(), batch)
+    ablated = _losses(_method(data_dir, "method.fusion.rare_class_paste=false").eval(), batch)
+    assert set(ablated) == set(full) == ALL
+    assert not torch.isclose(ablated["mix_s2t_ce"], full["mix_s2t_ce"])
+    for name in ALL - {"mix_s2t_ce"}:
         torch.testing.assert_close(ablated[name], full[name])
 
 

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from dastc.build import build_datamodule
+from dastc.data import class_index
+from dastc.data.class_index import load_or_build_class_index
 from dastc.data.clip import collate_clips
 from dastc.data.datamodule import PairedClips, StreamSampler
+from dastc.data.histogram import match_clip_histograms
 from dastc.data.toy import ToyClips
 from dastc.errors import DataFileError
 
@@ -129,3 +132,75 @@ def test_flow_of_the_wrong_size_is_named(broken_toy):
     write_flow_png(seq / "flow" / "0002.png", np.zeros((10, 10, 2)))
     with pytest.raises(DataFileError, match=r"flow .*0002.png is 10x10"):
         ToyClips(root, "source", "val", 2)[1]
+
+
+def test_class_index_lists_the_clips_holding_each_class_and_is_cached(data_dir, tmp_path, monkeypatch):
+    dataset = ToyClips(data_dir / "toy", "source", "val", num_frames=2)
+    path = tmp_path / "index.json"
+    index = load_or_build_class_index(dataset, path, num_classes=8, progress=False)
+    for i in range(len(dataset)):
+        present = set(np.unique(dataset[i]["labels"][-1].numpy()).tolist()) - {255}
+        assert {c for c, clips in index.items() if i in clips} == present
+    monkeypatch.setattr(class_index, "build_class_index", lambda *a, **k: pytest.fail("rebuilt"))
+    assert load_or_build_class_index(dataset, path, num_classes=8) == index  # read from the cache
+    monkeypatch.undo()
+    path.write_text("{not json")  # a damaged cache is rebuilt
+    assert load_or_build_class_index(dataset, path, num_classes=8, progress=False) == index
+    other = ToyClips(data_dir / "toy", "source", "val", num_frames=3)  # another dataset: rebuilt
+    assert load_or_build_class_index(other, path, num_classes=8, progress=False) != index
+
+
+def test_dastc_batches_carry_rare_class_clips_that_hold_their_class(make_cfg, tmp_path):
+    cfg = make_cfg("method=dastc", "dataset.batch_size=3", f"dataset.class_index={tmp_path}/idx.json")
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (tmp_path / "idx.json").is_file()
+    batch = next(iter(dm.train_dataloader()))
+    rare = batch["rare"]
+    assert rare["classes"].shape == (3, 2) and len(rare["clips"]) == 2
+    assert set(rare["classes"].flatten().tolist()) <= {5, 7}  # the toy long-tail classes
+    for k, clips in enumerate(rare["clips"]):
+        assert clips["frames"].shape == (3, 2, 3, 64, 128)
+        for b in range(3):
+            assert (clips["labels"][b, -1] == rare["classes"][b, k]).any()
+    off = build_datamodule(make_cfg("method=dastc", "method.fusion.rare_class_paste=false"))
+    off.prepare_data()
+    off.setup("fit")
+    assert "rare" not in next(iter(off.train_dataloader()))
+
+
+def test_histogram_matching_gives_source_frames_the_target_colours(make_cfg):
+    frames = torch.rand(2, 3, 16, 16) * 0.5  # dark source clip
+    reference = 0.5 + torch.rand(3, 8, 8) * 0.5  # bright target frame of another size
+    matched = match_clip_histograms(frames, reference)
+    assert matched.shape == frames.shape and matched.dtype == torch.float32
+    for c in range(3):  # each channel's distribution now follows the reference's
+        assert abs(matched[:, c].mean() - reference[c].mean()) < 0.03
+        assert matched[:, c].min() >= reference[c].min() - 1 / 255
+    order = frames[0, 0].flatten().argsort()  # a monotone mapping: the order of pixel values is kept
+    assert (matched[0, 0].flatten()[order].diff() >= 0).all()
+    dm = build_datamodule(make_cfg("dataset.hist_match=true", "dataset.batch_size=2"))
+    dm.prepare_data()
+    dm.setup("fit")
+    pair = dm.train_dataloader().dataset[0]
+    raw = dm.datasets["source"][dm.train_dataloader().dataset.indices(0)[0]]["frames"]
+    expected = match_clip_histograms(raw, pair["target"]["frames"][-1])
+    torch.testing.assert_close(pair["source"]["frames"], expected)
+
+
+class Draws(torch.utils.data.Dataset):
+    """Clips that say which augmentation draw produced them."""
+
+    def __len__(self):
+        return 3
+
+    def sample(self, index, pass_number):
+        return {"index": index, "draw": pass_number}
+
+
+def test_each_pass_over_a_dataset_draws_a_new_augmentation():
+    pairs = PairedClips(Draws(), Numbers(5), seed=0)
+    first, second = pairs[1]["source"], pairs[1 + 3]["source"]  # the same position of passes 0 and 1
+    assert (first["draw"], second["draw"]) == (0, 1)
+    assert {pairs[g]["source"]["index"] for g in range(3)} == {0, 1, 2}

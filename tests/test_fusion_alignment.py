@@ -12,7 +12,10 @@ from dastc.methods.fusion import (
     choose_source_classes,
     choose_target_classes,
     class_mask,
+    crop_clip,
+    fill_unlabelled_frames,
     mix_clips,
+    paste_rare_classes,
     random_crop_box,
 )
 from dastc.methods.pseudo_labels import clip_pseudo_labels
@@ -100,6 +103,44 @@ class OneHotOfFirstChannel(nn.Module):
     def forward(self, frames, flow=None):
         on = frames[:, -1, 0]
         return SegmentationOutput(logits=torch.stack((1 - on, on), 1) * 20.0)
+
+
+def test_rare_classes_are_pasted_from_their_own_clips_on_every_frame_with_labels_and_flow():
+    mixed = {**_clip(4), "mask": torch.zeros(2, 3, 8, 10, dtype=torch.bool)}
+    rare = [_clip(5), _clip(6)]
+    classes = torch.tensor([[1, 2], [3, 1]])  # per sample, the class of rare clip 0 and rare clip 1
+    out = paste_rare_classes(mixed, rare, classes)
+    for b in range(2):
+        expected_from = torch.full((3, 8, 10), -1)
+        for k in range(2):
+            expected_from[rare[k]["labels"][b] == classes[b, k]] = (
+                k  # a later clip pastes over an earlier one
+            )
+        for t in range(3):
+            for y, x in ((y, x) for y in range(8) for x in range(10)):
+                k = int(expected_from[t, y, x])
+                source = mixed if k < 0 else rare[k]
+                assert torch.equal(out["frames"][b, t, :, y, x], source["frames"][b, t, :, y, x])
+                assert out["labels"][b, t, y, x] == source["labels"][b, t, y, x]
+                if t > 0:
+                    assert torch.equal(out["flow"][b, t - 1, :, y, x], source["flow"][b, t - 1, :, y, x])
+        assert torch.equal(out["mask"][b], expected_from >= 0)
+
+
+def test_unlabelled_source_frames_take_the_current_frames_label():
+    labels = torch.full((2, 2, 3, 3), 255)
+    labels[:, 1] = 4
+    labels[1, 0, 0, 0] = 2  # sample 1 has its own (partial) label on frame t-1: kept
+    filled = fill_unlabelled_frames(labels)
+    assert torch.equal(filled[0, 0], labels[0, 1]) and torch.equal(filled[1], labels[1])
+
+
+def test_crop_clip_takes_one_window_of_every_tensor():
+    clip = _clip(7, h=12, w=16)
+    out = crop_clip({**clip, "meta": ["dropped"]}, (2, 3, 8, 10))
+    assert set(out) == {"frames", "labels", "flow"}
+    assert torch.equal(out["frames"], clip["frames"][..., 2:10, 3:13])
+    assert torch.equal(out["flow"], clip["flow"][..., 2:10, 3:13])
 
 
 @pytest.mark.parametrize("flip", [False, True])

@@ -5,11 +5,29 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from real_fixtures import (
+    CS_H,
+    CS_SIZE,
+    CS_W,
+    SY_CROP,
+    SY_H,
+    SY_W,
+    VP_H,
+    VP_IDS,
+    VP_W,
+    cityscapes_val,
+    make_cityscapes,
+    make_synthia,
+    make_viper,
+    synthia_flows,
+    uniform_flow,
+    viper_png,
+    write_published_flow,
+)
 
 from dastc.data.cityscapes_seq import CityscapesSeq, annotated_frames_from_sequences
 from dastc.data.class_spaces import CITYSCAPES_COLOURS, SYNTHIA, VIPER, apply_lookup, space
@@ -61,26 +79,6 @@ SYNTHIA_CMD = "python -m dastc.flow.estimate dataset=synthia"
 VIPER_CMD = "python -m dastc.flow.estimate dataset=viper"
 
 
-def _write(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-    return path
-
-
-def _rgb_frame(h: int, w: int, rgb: tuple[int, int, int]) -> np.ndarray:
-    """An image as OpenCV writes it (BGR) whose pixels read back as ``rgb``."""
-    return np.broadcast_to(np.array(rgb[::-1], dtype=np.uint8), (h, w, 3)).copy()
-
-
-def _flow(h: int, w: int, u: float, v: float) -> np.ndarray:
-    return np.broadcast_to(np.array([u, v], dtype=np.float32), (h, w, 2)).copy()
-
-
-def _write_published_flow(path: Path, flow: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.round(flow * 10).astype(np.int16))
-
-
 # ---------------------------------------------------------------------------------------------- class spaces
 def test_class_spaces_as_method_md_lists_them():
     assert SYNTHIA.num_classes == 12 and VIPER.num_classes == 15
@@ -124,53 +122,16 @@ def test_source_maps_by_hand():
 
 
 # ---------------------------------------------------------------------------------------------- SYNTHIA-Seq
-SY_H, SY_W, SY_CROP = 10, 8, 3  # written 10x8, read 7x8 after cropping 3 rows
-
-# SYNTHIA class ids of the kept rows, and the 12-class train ids they must decode to.
-SY_IDS = np.full((SY_H - SY_CROP, SY_W), 3, dtype=np.uint16)
-SY_IDS[0] = [0, 1, 2, 3, 4, 5, 6, 7]
-SY_IDS[1] = [8, 9, 10, 11, 12, 13, 14, 15]
-SY_IDS[2, :3] = [22, 300, 65535]
 SY_EXPECTED = np.full((SY_H - SY_CROP, SY_W), 0, dtype=np.int64)
 SY_EXPECTED[0] = [255, 8, 2, 0, 1, 3, 7, 4]
 SY_EXPECTED[1] = [11, 6, 9, 10, 255, 255, 255, 5]
 SY_EXPECTED[2, :3] = [255, 255, 255]
 
 
-def _synthia_label() -> np.ndarray:
-    """A 16-bit 3-channel label as OpenCV writes it (BGR): the class id in R (OpenCV channel 2), instance-like
-    values in G and a valid class id (fence) in B, so that reading the wrong channel shows."""
-    ids = np.concatenate([SY_IDS, np.full((SY_CROP, SY_W), 10, dtype=np.uint16)])  # crop rows: person
-    bgr = np.empty((SY_H, SY_W, 3), dtype=np.uint16)
-    bgr[..., 0] = 5
-    bgr[..., 1] = 1000 + np.arange(SY_H * SY_W, dtype=np.uint16).reshape(SY_H, SY_W)
-    bgr[..., 2] = ids
-    return bgr
-
-
-def _make_synthia(root: Path, layout: str = "flattened", frames=range(4), labels=range(4)) -> Path:
-    frames_dir, labels_dir = (root / d for d in LAYOUTS[layout])
-    for t in frames:
-        image = _rgb_frame(SY_H, SY_W, (10 * t, 100, 200))
-        image[SY_H - SY_CROP :] = (0, 0, 255)  # the cropped rows read as pure red
-        _write(frames_dir / f"{t:06d}.png", image)
-    for t in labels:
-        _write(labels_dir / f"{t:06d}.png", _synthia_label())
-    return root
-
-
-def _synthia_flows(flow_dir: Path, ts) -> Path:
-    # Written at twice the clip's size: read back halved.
-    for t in ts:
-        flow_dir.mkdir(parents=True, exist_ok=True)
-        write_flow_png(flow_dir / f"{t:06d}.png", _flow(2 * (SY_H - SY_CROP), 2 * SY_W, 2.0 * t, -4.0))
-    return flow_dir
-
-
 @pytest.mark.parametrize("layout", ["flattened", "original"])
 def test_synthia_decodes_both_layouts(tmp_path, layout):
-    root = _make_synthia(tmp_path / "SYNTHIA-SEQS-04-DAWN", layout)
-    flow_dir = _synthia_flows(tmp_path / "flow", [1, 2, 3])
+    root = make_synthia(tmp_path / "SYNTHIA-SEQS-04-DAWN", layout)
+    flow_dir = synthia_flows(tmp_path / "flow", [1, 2, 3])
     ds = SynthiaSeq(root, num_frames=2, flow_dir=flow_dir, crop_bottom=SY_CROP)
     assert ds.layout == layout and len(ds) == 3  # 000000 has no previous frame
     clip = ds[1]
@@ -197,7 +158,7 @@ def test_synthia_decodes_both_layouts(tmp_path, layout):
 
 def test_synthia_partial_copy_gives_fewer_samples(tmp_path):
     # Frame 2 is missing and frame 0 has no label: only t=1 (label of frame 0 -> ignore) and t=4 remain.
-    root = _make_synthia(tmp_path / "s", frames=[0, 1, 3, 4], labels=[1, 3, 4])
+    root = make_synthia(tmp_path / "s", frames=[0, 1, 3, 4], labels=[1, 3, 4])
     ds = SynthiaSeq(root, num_frames=2, require_flow=False, crop_bottom=SY_CROP)
     assert [s.frame_ids for s in ds.samples] == [(0, 1), (3, 4)]
     clip = ds[0]
@@ -207,7 +168,7 @@ def test_synthia_partial_copy_gives_fewer_samples(tmp_path):
 
 
 def test_synthia_no_clip_at_all_is_a_dataset_error(tmp_path):
-    root = _make_synthia(tmp_path / "s", frames=[0, 2], labels=[0, 2])
+    root = make_synthia(tmp_path / "s", frames=[0, 2], labels=[0, 2])
     with pytest.raises(DatasetNotFoundError, match="no clip of 2 consecutive frames"):
         SynthiaSeq(root, require_flow=False, crop_bottom=SY_CROP)
 
@@ -221,14 +182,14 @@ def test_synthia_missing_dataset_says_what_to_download(tmp_path):
 
 
 def test_synthia_flow_needs_a_folder_or_an_explicit_opt_out(tmp_path):
-    root = _make_synthia(tmp_path / "s")
+    root = make_synthia(tmp_path / "s")
     with pytest.raises(DataFileError, match=SYNTHIA_CMD):
         SynthiaSeq(root, crop_bottom=SY_CROP)
 
 
 def test_synthia_missing_flow_names_file_and_command(tmp_path):
-    root = _make_synthia(tmp_path / "s")
-    flow_dir = _synthia_flows(tmp_path / "flow", [1, 2])  # 000003 missing
+    root = make_synthia(tmp_path / "s")
+    flow_dir = synthia_flows(tmp_path / "flow", [1, 2])  # 000003 missing
     ds = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)
     with pytest.raises(DataFileError) as err:
         ds[2]
@@ -237,11 +198,11 @@ def test_synthia_missing_flow_names_file_and_command(tmp_path):
 
 
 def test_synthia_reads_published_flow_and_resizes_per_axis(tmp_path):
-    root = _make_synthia(tmp_path / "s")
+    root = make_synthia(tmp_path / "s")
     flow_dir = tmp_path / "published"
     h = SY_H - SY_CROP
     # Twice the height, four times the width: x shrinks by 4, y by 2.
-    _write_published_flow(flow_dir / "000001_int16_x10.npy", _flow(2 * h, 4 * SY_W, 4.0, -4.4))
+    write_published_flow(flow_dir / "000001_int16_x10.npy", uniform_flow(2 * h, 4 * SY_W, 4.0, -4.4))
     clip = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)[0]
     assert clip["flow"].shape == (1, 2, h, SY_W)
     torch.testing.assert_close(clip["flow"][0, 0], torch.full((h, SY_W), 1.0))
@@ -249,17 +210,17 @@ def test_synthia_reads_published_flow_and_resizes_per_axis(tmp_path):
 
 
 def test_synthia_prefers_our_flow_over_the_published_one(tmp_path):
-    root = _make_synthia(tmp_path / "s")
-    flow_dir = _synthia_flows(tmp_path / "flow", [1])
-    _write_published_flow(flow_dir / "000001_int16_x10.npy", _flow(SY_H - SY_CROP, SY_W, 9.0, 9.0))
+    root = make_synthia(tmp_path / "s")
+    flow_dir = synthia_flows(tmp_path / "flow", [1])
+    write_published_flow(flow_dir / "000001_int16_x10.npy", uniform_flow(SY_H - SY_CROP, SY_W, 9.0, 9.0))
     flow = SynthiaSeq(root, flow_dir=flow_dir, crop_bottom=SY_CROP)[0]["flow"]
     assert torch.allclose(flow[0, 0], torch.tensor(1.0))
 
 
 def test_synthia_flow_on_uncropped_frames_is_cropped_not_squeezed(tmp_path):
     # The estimator reads the frame files: its flow covers all 10 rows; the bottom 3 must go, as in the frames.
-    root = _make_synthia(tmp_path / "s")
-    flow = _flow(SY_H, SY_W, 1.0, 0.5)
+    root = make_synthia(tmp_path / "s")
+    flow = uniform_flow(SY_H, SY_W, 1.0, 0.5)
     flow[SY_H - SY_CROP :] = (40.0, 40.0)
     flow_dir = tmp_path / "flow"
     flow_dir.mkdir()
@@ -270,7 +231,7 @@ def test_synthia_flow_on_uncropped_frames_is_cropped_not_squeezed(tmp_path):
 
 
 def test_synthia_corrupt_label_names_the_file(tmp_path):
-    root = _make_synthia(tmp_path / "s")
+    root = make_synthia(tmp_path / "s")
     bad = root / "label" / "000002.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     ds = SynthiaSeq(root, require_flow=False, crop_bottom=SY_CROP)
@@ -279,7 +240,7 @@ def test_synthia_corrupt_label_names_the_file(tmp_path):
 
 
 def test_synthia_flow_pairs(tmp_path):
-    root = _make_synthia(tmp_path / "s")
+    root = make_synthia(tmp_path / "s")
     flow_dir = tmp_path / "flow"
     pairs = SynthiaSeq(root, num_frames=3, flow_dir=flow_dir, crop_bottom=SY_CROP).flow_pairs()
     frames = root / "rgb"
@@ -291,24 +252,6 @@ def test_synthia_flow_pairs(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- VIPER
-VP_H, VP_W = 8, 12
-
-# Raw VIPER ids. Cars (24): the ego bonnet (rows 6-7, cols 4-7, holding the bottom-row centre (7, 6)), a car
-# on the bottom row that does not touch it (rows 6-7, cols 0-1) and one up in the scene (rows 2-3, cols 8-9).
-# All regions are aligned on 2x2 blocks so that a 2x nearest downscale keeps every one of them.
-VP_IDS = np.array(
-    [
-        [2, 2, 2, 2, 7, 7, 8, 8, 2, 2, 0, 0],
-        [2, 2, 2, 2, 7, 7, 8, 8, 2, 2, 0, 0],
-        [9, 9, 11, 11, 13, 13, 14, 14, 24, 24, 25, 25],
-        [9, 9, 11, 11, 13, 13, 14, 14, 24, 24, 25, 25],
-        [4, 4, 20, 20, 6, 6, 27, 27, 26, 26, 23, 23],
-        [4, 4, 20, 20, 6, 6, 27, 27, 26, 26, 23, 23],
-        [24, 24, 3, 3, 24, 24, 24, 24, 3, 3, 22, 22],
-        [24, 24, 3, 3, 24, 24, 24, 24, 3, 3, 22, 22],
-    ],
-    dtype=np.uint8,
-)
 VP_EXPECTED = np.array(
     [
         [8, 8, 8, 8, 6, 6, 6, 6, 8, 8, 255, 255],
@@ -323,37 +266,8 @@ VP_EXPECTED = np.array(
 )
 
 
-def _viper_png(path: Path, ids: np.ndarray, encoding: str = "palette") -> Path:
-    """A VIPER class PNG: indexed with the VIPER colours (palette), grey, or coloured RGB."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if encoding == "palette":
-        image = Image.fromarray(ids)
-        image.putpalette([c for colour in VIPER_COLOURS for c in colour])
-    elif encoding == "grey":
-        image = Image.fromarray(ids)
-    else:
-        image = Image.fromarray(np.array(VIPER_COLOURS, dtype=np.uint8)[ids])
-    image.save(path)
-    return path
-
-
-def _make_viper(root: Path, images=None, labels=None) -> Path:
-    """Sequence 001: images 8..11 and 0, labels 0 and 10; sequence 002: image and label 10 without frame 9."""
-    images = images or {"001": [0, 8, 9, 10, 11], "002": [10]}
-    labels = labels or {"001": [0, 10], "002": [10]}
-    for seq, ts in images.items():
-        for t in ts:
-            _write(
-                root / "train" / "img" / seq / f"{seq}_{t:05d}.jpg", _rgb_frame(VP_H, VP_W, (8 * t, 50, 150))
-            )
-    for seq, ts in labels.items():
-        for t in ts:
-            _viper_png(root / "train" / "cls" / seq / f"{seq}_{t:05d}.png", VP_IDS)
-    return root
-
-
 def test_viper_decodes_labels_and_drops_only_the_ego_vehicle(tmp_path):
-    root = _make_viper(tmp_path / "viper")
+    root = make_viper(tmp_path / "viper")
     ds = Viper(root, require_flow=False, size=None)
     assert [(s.sequence, s.frame_ids) for s in ds.samples] == [("001", (9, 10))]
     clip = ds[0]
@@ -370,7 +284,7 @@ def test_viper_decodes_labels_and_drops_only_the_ego_vehicle(tmp_path):
 
 
 def test_viper_resizes_frames_area_and_labels_nearest(tmp_path):
-    root = _make_viper(tmp_path / "viper")
+    root = make_viper(tmp_path / "viper")
     clip = Viper(root, require_flow=False, size=(VP_H // 2, VP_W // 2))[0]
     assert clip["frames"].shape == (2, 3, VP_H // 2, VP_W // 2)
     np.testing.assert_array_equal(clip["labels"][1].numpy(), VP_EXPECTED[::2, ::2])
@@ -378,13 +292,13 @@ def test_viper_resizes_frames_area_and_labels_nearest(tmp_path):
 
 @pytest.mark.parametrize("encoding", ["palette", "grey", "rgb"])
 def test_viper_class_png_encodings(tmp_path, encoding):
-    path = _viper_png(tmp_path / "x.png", VP_IDS, encoding)
+    path = viper_png(tmp_path / "x.png", VP_IDS, encoding)
     np.testing.assert_array_equal(read_viper_ids(path), VP_IDS)
 
 
 def test_viper_grey_class_colours_are_read_as_colours(tmp_path):
     ids = np.array([[9, 10], [0, 9]], dtype=np.uint8)  # building (70, 70, 70), infrastructure (153, 153, 153)
-    np.testing.assert_array_equal(read_viper_ids(_viper_png(tmp_path / "x.png", ids, "rgb")), ids)
+    np.testing.assert_array_equal(read_viper_ids(viper_png(tmp_path / "x.png", ids, "rgb")), ids)
 
 
 def test_viper_rejects_unknown_colours_and_corrupt_files(tmp_path):
@@ -407,13 +321,15 @@ def test_ego_vehicle_absent_when_bottom_centre_is_not_a_car():
 
 
 def test_viper_flows_ours_and_published(tmp_path):
-    root = _make_viper(
+    root = make_viper(
         tmp_path / "viper", images={"001": [8, 9, 10], "002": [19, 20]}, labels={"001": [10], "002": [20]}
     )
     flow_dir = tmp_path / "flow"
     flow_dir.joinpath("001").mkdir(parents=True)
-    write_flow_png(flow_dir / "001" / "001_00010.png", _flow(VP_H, VP_W, 1.5, 0.5))
-    _write_published_flow(flow_dir / "002_0002000019_int16_x10.npy", _flow(2 * VP_H, 2 * VP_W, -3.0, 2.0))
+    write_flow_png(flow_dir / "001" / "001_00010.png", uniform_flow(VP_H, VP_W, 1.5, 0.5))
+    write_published_flow(
+        flow_dir / "002_0002000019_int16_x10.npy", uniform_flow(2 * VP_H, 2 * VP_W, -3.0, 2.0)
+    )
     ds = Viper(root, flow_dir=flow_dir, size=None)
     assert len(ds) == 2
     flow = ds[0]["flow"]
@@ -439,20 +355,8 @@ def test_viper_missing_dataset(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- Cityscapes-Seq
-CS_H, CS_W = 8, 16  # files at 8x16 ("2048x1024"), frames read at 4x8 ("1024x512")
-CS_SIZE = (4, 8)
-
-
-def _cityscapes_label_ids() -> np.ndarray:
-    """Every label id 0..33 once (row-major), then road; plus an id outside the table (200)."""
-    ids = np.full(CS_H * CS_W, 7, dtype=np.uint8)
-    ids[:34] = np.arange(34)
-    ids[34] = 200
-    return ids.reshape(CS_H, CS_W)
-
-
 def _expected_train_ids(cs) -> np.ndarray:
-    """The train ids of :func:`_cityscapes_label_ids` by the official names (rider -> person for VIPER)."""
+    """The train ids of :func:`cityscapes_label_ids` by the official names (rider -> person for VIPER)."""
     out = np.full(CS_H * CS_W, cs.class_names.index("road"), dtype=np.int64)
     out[34] = 255
     for label_id, (name, _, _) in CITYSCAPES_LABELS.items():
@@ -461,35 +365,14 @@ def _expected_train_ids(cs) -> np.ndarray:
     return out.reshape(CS_H, CS_W)
 
 
-def _make_cityscapes(root: Path, split: str, snippets: dict, labels: dict | None) -> Path:
-    """``snippets``: (city, seq) -> frame numbers written; ``labels``: (city, seq) -> annotated frames."""
-    for (city, seq), frames in snippets.items():
-        for t in frames:
-            name = f"{city}_{seq}_{t:06d}_leftImg8bit.png"
-            _write(
-                root / "leftImg8bit_sequence" / split / city / name, _rgb_frame(CS_H, CS_W, (t % 250, 20, 30))
-            )
-    for (city, seq), frames in (labels or {}).items():
-        for t in frames:
-            name = f"{city}_{seq}_{t:06d}_gtFine_labelIds.png"
-            _write(root / "gtFine" / split / city / name, _cityscapes_label_ids())
-    return root
-
-
-def _cityscapes_val(root: Path) -> Path:
-    snippets = {("frankfurt", "000000"): [292, 293, 294], ("lindau", "000001"): [19]}  # lindau lacks t-1
-    return _make_cityscapes(
-        root, "val", snippets, {("frankfurt", "000000"): [294], ("lindau", "000001"): [19]}
-    )
-
-
 @pytest.mark.parametrize("cs", [SYNTHIA, VIPER], ids=lambda s: s.name)
-def test_cityscapes_val_clip_keeps_full_resolution_label(tmp_path, cs):
-    root = _cityscapes_val(tmp_path / "cityscapes")
+def testcityscapes_val_clip_keeps_full_resolution_label(tmp_path, cs):
+    root = cityscapes_val(tmp_path / "cityscapes")
     flow_dir = tmp_path / "flow"
     flow_dir.joinpath("val", "frankfurt").mkdir(parents=True)
     write_flow_png(
-        flow_dir / "val" / "frankfurt" / "frankfurt_000000_000294_000293.png", _flow(CS_H, CS_W, 2.0, -1.0)
+        flow_dir / "val" / "frankfurt" / "frankfurt_000000_000294_000293.png",
+        uniform_flow(CS_H, CS_W, 2.0, -1.0),
     )
     ds = CityscapesSeq(root, "val", cs.name, flow_dir=flow_dir, size=CS_SIZE)
     assert ds.num_frames == 2 and ds.labelled and ds.num_classes == cs.num_classes
@@ -512,7 +395,7 @@ def test_cityscapes_val_clip_keeps_full_resolution_label(tmp_path, cs):
 
 
 def test_cityscapes_label_size_resizes_labels_nearest(tmp_path):
-    root = _cityscapes_val(tmp_path / "cityscapes")
+    root = cityscapes_val(tmp_path / "cityscapes")
     clip = CityscapesSeq(root, "val", "viper", size=CS_SIZE, label_size=CS_SIZE, require_flow=False)[0]
     assert clip["labels"].shape == (2, *CS_SIZE)
     np.testing.assert_array_equal(clip["labels"][1].numpy(), _expected_train_ids(VIPER)[::2, ::2])
@@ -521,7 +404,7 @@ def test_cityscapes_label_size_resizes_labels_nearest(tmp_path):
 def test_cityscapes_train_clips_from_gtfine_names(tmp_path):
     snippets = {("aachen", "000000"): [17, 18, 19], ("bochum", "000000"): [311, 312, 313]}
     labels = {("aachen", "000000"): [19], ("bochum", "000000"): [313]}
-    root = _make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
+    root = make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
     flow_dir = tmp_path / "flow"
     ds = CityscapesSeq(root, "train", "synthia", flow_dir=flow_dir, size=CS_SIZE)
     assert ds.num_frames == 3 and not ds.labelled
@@ -538,8 +421,12 @@ def test_cityscapes_train_clips_from_gtfine_names(tmp_path):
          out / "aachen_000000_000019_000018.png"),
     ]  # fmt: skip
     # Published flows: t-1 -> t-2 and t -> t-1, both at the frames' own size.
-    _write_published_flow(flow_dir / "aachen_000000_000018_000017_int16_x10.npy", _flow(*CS_SIZE, 1.0, 0.0))
-    _write_published_flow(flow_dir / "aachen_000000_000019_000018_int16_x10.npy", _flow(*CS_SIZE, 0.0, 2.0))
+    write_published_flow(
+        flow_dir / "aachen_000000_000018_000017_int16_x10.npy", uniform_flow(*CS_SIZE, 1.0, 0.0)
+    )
+    write_published_flow(
+        flow_dir / "aachen_000000_000019_000018_int16_x10.npy", uniform_flow(*CS_SIZE, 0.0, 2.0)
+    )
     clip = ds[0]
     assert "labels" not in clip and clip["frames"].shape == (3, 3, *CS_SIZE)
     assert clip["flow"].shape == (2, 2, *CS_SIZE)
@@ -561,7 +448,7 @@ def test_cityscapes_train_without_gtfine_derives_annotated_frames(tmp_path):
         ("bochum", "000000"): list(range(294, 324)) + list(range(324, 354)),
         ("krefeld", "000000"): [17, 18, 19],
     }
-    root = _make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels=None)
+    root = make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels=None)
     ds = CityscapesSeq(root, "train", "viper", size=CS_SIZE, require_flow=False)
     assert [(s.sequence, s.frame_ids[-1]) for s in ds.samples] == [
         ("aachen_000000", 19),
@@ -575,7 +462,7 @@ def test_cityscapes_train_without_gtfine_derives_annotated_frames(tmp_path):
 def test_cityscapes_partial_copy_and_num_frames(tmp_path):
     snippets = {("aachen", "000000"): [18, 19], ("aachen", "000001"): [17, 18, 19]}
     labels = {("aachen", "000000"): [19], ("aachen", "000001"): [19]}
-    root = _make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
+    root = make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
     assert len(CityscapesSeq(root, "train", require_flow=False, size=CS_SIZE)) == 1  # t-2 missing in 000000
     assert len(CityscapesSeq(root, "train", num_frames=2, require_flow=False, size=CS_SIZE)) == 2
 
@@ -585,7 +472,7 @@ def test_cityscapes_missing_data(tmp_path):
         CityscapesSeq(tmp_path / "nowhere", "val", require_flow=False)
     assert "leftImg8bit_sequence_trainvaltest.zip" in str(err.value)
     assert str(tmp_path / "nowhere" / "leftImg8bit_sequence" / "val") in str(err.value)
-    root = _make_cityscapes(tmp_path / "c", "val", {("lindau", "000000"): [18, 19]}, labels=None)
+    root = make_cityscapes(tmp_path / "c", "val", {("lindau", "000000"): [18, 19]}, labels=None)
     with pytest.raises(DatasetNotFoundError, match="gtFine_trainvaltest.zip"):
         CityscapesSeq(root, "val", require_flow=False)
     with pytest.raises(DataFileError, match="dataset=viper flow.split=val"):
@@ -595,7 +482,7 @@ def test_cityscapes_missing_data(tmp_path):
 
 
 def test_cityscapes_corrupt_frame_and_label_name_the_file(tmp_path):
-    root = _cityscapes_val(tmp_path / "cityscapes")
+    root = cityscapes_val(tmp_path / "cityscapes")
     ds = CityscapesSeq(root, "val", require_flow=False, size=CS_SIZE)
     label = Path(ds.samples[0].labels[-1])
     label.write_bytes(b"not a png")

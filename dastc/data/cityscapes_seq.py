@@ -36,6 +36,7 @@ from dastc.errors import DataFileError, DatasetNotFoundError
 SNIPPET_LENGTH = 30
 ANNOTATED_INDEX = 19  # the 20th frame of each 30-frame snippet is the annotated one (method.md section 2)
 DEFAULT_NUM_FRAMES = {"train": 3, "val": 2}  # t-2, t-1, t for training; t-1, t for validation
+RAW_LABEL_IDS = 34  # *_gtFine_labelIds.png hold Cityscapes label ids 0 (unlabeled) .. 33 (bicycle)
 
 _FRAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 _LABEL = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_labelIds\.png$")
@@ -59,6 +60,7 @@ class CityscapesSeq(RealClips):
     """
 
     dataset_name = "cityscapes_seq"
+    raw_label_ids = RAW_LABEL_IDS
 
     def __init__(
         self,
@@ -112,7 +114,11 @@ class CityscapesSeq(RealClips):
             present = frames.get((city, seq), set())
             for t in sorted(ts):
                 ids = list(range(t - self.num_frames + 1, t + 1))
-                if all(i in present for i in ids):
+                missing = [i for i in ids if i not in present]
+                if missing:
+                    names = (f"{city}_{seq}_{i:06d}_leftImg8bit.png" for i in missing)
+                    self._note_missing(frames_dir / city / name for name in names)
+                else:
                     self.samples.append(self._clip_files(city, seq, ids, frames_dir, labels_dir))
         self._check_samples(frames_dir, self.num_frames)
 
@@ -145,10 +151,13 @@ class CityscapesSeq(RealClips):
     def read_frame(self, path: Path) -> np.ndarray:
         return resize_image(read_rgb(path), self.size)
 
-    def read_label(self, path: Path) -> np.ndarray:
+    def read_raw_label(self, path: Path) -> np.ndarray:
         raw = _imread(path, cv2.IMREAD_UNCHANGED, "label")
         if raw.ndim != 2:
             raise DataFileError(f"label {path} should be a one-channel labelIds PNG, got shape {raw.shape}")
+        return raw
+
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         return resize_label(apply_lookup(self.class_space.cityscapes_lut, raw), self.label_size)
 
     def label_shape(self, frame_shape: tuple[int, int]) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ One parameter draw is applied to every frame, label and flow of a clip, so the f
 other and with their flow. Flow (``[T-1, 2, H, W]``, ``flow[i]`` on frame i+1's grid pointing into frame i, see
 :mod:`dastc.flow`) is a vector field, not an image: when the clip is resized its vectors are multiplied by the
 size ratio (x and y apart), and when it is mirrored the field is mirrored and its x component negated.
+:class:`AugmentedClips` applies a :class:`ClipAugment` to a clip dataset, reproducibly per clip.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from dastc.flow.warp import resize_flow
 
@@ -185,3 +187,37 @@ def resize_clip(clip: dict, size: tuple[int, int]) -> dict:
             resize_flow(flow.float(), size).to(flow.dtype) if flow.shape[0] else flow.new_zeros((0, 2, *size))
         )
     return out
+
+
+class AugmentedClips(Dataset):
+    """A clip dataset whose clips pass through ``augment`` (a :class:`ClipAugment`), drawn per clip.
+
+    The draw for clip ``index`` comes from an RNG seeded by ``(seed, index, draw)``, never from global state, so
+    loader workers and a resumed run rebuild exactly the same clip. ``dataset[index]`` is draw 0;
+    :meth:`sample` gives the clip's other draws (a caller that knows which pass over the data it is in passes
+    that number, so that a clip is not augmented the same way on every pass).
+    """
+
+    def __init__(self, dataset: Dataset, augment: ClipAugment, seed: int = 0):
+        self.dataset, self.augment, self.seed = dataset, augment, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __repr__(self) -> str:
+        return f"AugmentedClips({self.dataset!r}, {self.augment!r}, seed={self.seed})"
+
+    def sample(self, index: int, draw: int = 0) -> dict:
+        """Clip ``index`` augmented with draw number ``draw``."""
+        rng = np.random.default_rng([self.seed, int(index), int(draw)])
+        return self.augment(self.dataset[index], rng)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.sample(index)
+
+    def current_label(self, index: int) -> np.ndarray:
+        """The un-augmented current label (for the class index of rare-class pasting: a flip or a crop moves
+        classes around but rarely removes one)."""
+        if hasattr(self.dataset, "current_label"):
+            return np.asarray(self.dataset.current_label(index))
+        return self.dataset[index]["labels"][-1].numpy()

@@ -13,8 +13,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dastc.data.class_index import (
+    RareClassClips,
+    build_class_index,
+    current_label,
+    load_or_build_class_index,
+)
 from dastc.data.clip import collate_clips
+from dastc.data.histogram import match_clip_histograms
 from dastc.errors import DataFileError
+
+
+def draw(dataset: Dataset, index: int, pass_number: int) -> dict:
+    """Clip ``index`` of ``dataset``, with the random augmentation of that pass over it where the dataset
+    augments (``sample(index, pass_number)``; :class:`dastc.data.clip_transforms.AugmentedClips`)."""
+    if hasattr(dataset, "sample"):
+        return dataset.sample(index, pass_number)
+    return dataset[index]
 
 
 class PairedClips(Dataset):
@@ -27,8 +42,16 @@ class PairedClips(Dataset):
     resumption and sharding need no shared state). ``len()`` is one pass over the larger dataset.
     """
 
-    def __init__(self, source: Dataset, target: Dataset, seed: int = 0):
-        self.source, self.target, self.seed = source, target, seed
+    def __init__(
+        self,
+        source: Dataset,
+        target: Dataset,
+        seed: int = 0,
+        rare: RareClassClips | None = None,
+        hist_match: bool = False,
+    ):
+        self.source, self.target, self.seed, self.rare = source, target, seed, rare
+        self.hist_match = hist_match
 
     def __len__(self) -> int:
         return max(len(self.source), len(self.target))
@@ -44,7 +67,17 @@ class PairedClips(Dataset):
 
     def __getitem__(self, g: int) -> dict:
         s, t = self.indices(g)
-        return {"source": self.source[s], "target": self.target[t]}
+        # The pass over each dataset picks the augmentation draw, so a clip is not augmented alike every pass.
+        pair = {
+            "source": draw(self.source, s, g // len(self.source)),
+            "target": draw(self.target, t, g // len(self.target)),
+        }
+        if self.hist_match:  # the source clip takes the colours of this step's target frame (method.md s.5)
+            reference = pair["target"]["frames"][-1]
+            pair["source"]["frames"] = match_clip_histograms(pair["source"]["frames"], reference)
+        if self.rare is not None:  # source clips of long-tail classes for rare-class pasting (method.md 6a)
+            pair["rare"] = self.rare[g]
+        return pair
 
 
 class StreamSampler(Sampler[int]):
@@ -75,11 +108,11 @@ class SkipBadClips(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
+    def sample(self, index: int, pass_number: int = 0) -> dict:
         errors = []
         for k in range(self.max_tries):
             try:
-                clip = self.dataset[(index + k) % len(self.dataset)]
+                clip = draw(self.dataset, (index + k) % len(self.dataset), pass_number)
             except DataFileError as err:
                 errors.append(str(err))
                 continue
@@ -88,12 +121,27 @@ class SkipBadClips(Dataset):
             return clip
         raise DataFileError(f"{self.max_tries} clips in a row are unreadable, the first: {errors[0]}")
 
+    def __getitem__(self, index: int) -> dict:
+        return self.sample(index)
+
+    def current_label(self, index: int):
+        return current_label(self.dataset, index)
+
 
 def collate_pairs(pairs: list[dict]) -> dict:
-    return {
+    """``source``/``target`` clip batches; with rare-class clips also ``rare = {"classes": long [B, K],
+    "clips": [K clip batches]}`` (clip batch k holds every sample's k-th rare clip)."""
+    batch = {
         "source": collate_clips([p["source"] for p in pairs]),
         "target": collate_clips([p["target"] for p in pairs]),
     }
+    if "rare" in pairs[0]:
+        rare = [p["rare"] for p in pairs]
+        batch["rare"] = {
+            "classes": torch.stack([r["classes"] for r in rare]),
+            "clips": [collate_clips([r["clips"][k] for r in rare]) for k in range(len(rare[0]["clips"]))],
+        }
+    return batch
 
 
 class PairedClipDataModule(L.LightningDataModule):
@@ -106,7 +154,10 @@ class PairedClipDataModule(L.LightningDataModule):
 
     ``source``/``target``/``val`` (and each of ``extra_val``) are dataset configs with ``_target_``; ``prepare``
     is an optional config of a callable run once (on rank 0) before the datasets are opened, for example to
-    generate the toy benchmark. Validation loader 0 is the target validation set that ``val/mIoU`` scores;
+    generate the toy benchmark. With ``rare_classes`` > 0 (DA-STC's rare-class pasting asks for it) each
+    training sample also carries that many source clips of long-tail classes (``schedule.long_tail_classes``),
+    found through the class index cached at ``class_index`` (built on first use). ``hist_match`` matches each
+    source clip's colour histograms to its paired target clip's current frame. Validation loader 0 is the target validation set that ``val/mIoU`` scores;
     ``extra_val`` sets follow in order and log under ``val_<name>/``.
     """
 
@@ -129,6 +180,9 @@ class PairedClipDataModule(L.LightningDataModule):
         seed: int = 0,
         on_bad_clip: str = "raise",
         schedule: Mapping | None = None,
+        class_index: str | None = None,
+        rare_classes: int = 0,
+        hist_match: bool = False,
     ):
         super().__init__()
         if on_bad_clip not in ("raise", "skip"):
@@ -151,19 +205,43 @@ class PairedClipDataModule(L.LightningDataModule):
         self.on_bad_clip = on_bad_clip
         # The benchmark's recipe; the trainer, method and callback configs read it through interpolation.
         self.schedule = dict(schedule or {})
+        self.class_index_path, self.rare_classes = class_index, rare_classes
+        self.hist_match = hist_match
         self.datasets: dict[str, Dataset] = {}
+        self.rare: RareClassClips | None = None
         self.samples_consumed = 0  # restored from checkpoints: where the training stream resumes
 
     def prepare_data(self) -> None:
         if self.prepare_cfg is not None:
             instantiate(self.prepare_cfg)
+        if (
+            self.rare_classes > 0 and self.class_index_path
+        ):  # build the cache once, before other ranks read it
+            self._class_index(instantiate(self.configs["source"]))
+
+    def _class_index(self, source: Dataset) -> dict[int, list[int]]:
+        if self.class_index_path:
+            return load_or_build_class_index(
+                source, self.class_index_path, self.num_classes, self.ignore_index
+            )
+        return build_class_index(source, self.num_classes, self.ignore_index)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.datasets = {key: instantiate(cfg) for key, cfg in self.configs.items()}
+            if self.rare_classes > 0:
+                self.rare = RareClassClips(
+                    self.datasets["source"],
+                    self._class_index(self.datasets["source"]),
+                    self.schedule.get("long_tail_classes", ()),
+                    self.rare_classes,
+                    self.seed,
+                )
             if self.on_bad_clip == "skip":  # validation always raises: a score must cover the whole set
                 for key in ("source", "target"):
                     self.datasets[key] = SkipBadClips(self.datasets[key])
+                if self.rare is not None:
+                    self.rare.dataset = self.datasets["source"]
 
     def state_dict(self) -> dict:
         consumed = self.samples_consumed
@@ -191,7 +269,9 @@ class PairedClipDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        pairs = PairedClips(self.datasets["source"], self.datasets["target"], seed=self.seed)
+        pairs = PairedClips(
+            self.datasets["source"], self.datasets["target"], self.seed, self.rare, self.hist_match
+        )
         trainer = self.trainer
         if trainer is None:  # used outside Lightning (notebooks, tests): one pass over the larger dataset
             length = len(pairs)

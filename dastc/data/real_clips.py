@@ -108,6 +108,9 @@ class RealClips(Dataset):
     """
 
     dataset_name: str = ""
+    # Label files hold raw class ids below this number; anything above means the file is not in the dataset's
+    # encoding (a wrong channel, a colour-coded image), which `python -m dastc.data.verify` reports.
+    raw_label_ids: int = 256
 
     def __init__(
         self,
@@ -123,6 +126,7 @@ class RealClips(Dataset):
         self.split = split
         self.labelled = True
         self.samples: list[ClipFiles] = []
+        self._missing_frames: dict[Path, None] = {}  # ordered and unique
         if self.flow_dir is None and require_flow:
             raise DataFileError(
                 f"{self.dataset_name} clips need optical flow: set flow_dir to the folder of its flow files "
@@ -134,9 +138,17 @@ class RealClips(Dataset):
         """A frame as H x W x 3 uint8 RGB at the clip's resolution."""
         raise NotImplementedError
 
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        """The raw class ids of a label file (the dataset's own ids, below ``raw_label_ids``), H x W, as stored."""
+        raise NotImplementedError
+
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw ids -> train ids at the clip's label resolution, H x W uint8 (255 = ignore)."""
+        raise NotImplementedError
+
     def read_label(self, path: Path) -> np.ndarray:
         """A label decoded to train ids, H x W uint8 (255 = ignore)."""
-        raise NotImplementedError
+        return self.decode_label(self.read_raw_label(path), path)
 
     def flow_on_frame_grid(self, flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Bring a flow read from disk onto the frames' field of view (before resizing); default: as it is."""
@@ -147,6 +159,15 @@ class RealClips(Dataset):
         return frame_shape
 
     # -- clip assembly -----------------------------------------------------------------------------------
+    @property
+    def missing_frames(self) -> list[Path]:
+        """Frames that labelled frames need (t-1, ...) but that are absent, each once: those labelled frames give
+        no sample. A partial copy is read as it is; `python -m dastc.data.verify` lists these."""
+        return list(self._missing_frames)
+
+    def _note_missing(self, paths) -> None:
+        self._missing_frames.update(dict.fromkeys(paths))
+
     def _check_samples(self, root: Path, num_frames: int) -> None:
         if not self.samples:
             raise DatasetNotFoundError(
@@ -182,6 +203,13 @@ class RealClips(Dataset):
                 torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2) if flows else torch.zeros(0, 2, *size)
             )
         return clip
+
+    def current_label(self, index: int) -> np.ndarray:
+        """The current frame's label alone (for the class index), H x W uint8 train ids."""
+        path = self.samples[index].labels[-1]
+        if not self.labelled or path is None:
+            raise DataFileError(f"{self.dataset_name} clip {index} has no label on its current frame")
+        return self.read_label(path)
 
     def _labels(self, files: ClipFiles, frame_shape: tuple[int, int]) -> torch.Tensor:
         """Long [T, h, w]: each frame's label where it has one, ``ignore_index`` elsewhere."""

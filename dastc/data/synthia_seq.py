@@ -30,6 +30,8 @@ LAYOUTS = {
     "flattened": ("rgb", "label"),
 }
 CROP_BOTTOM = 120  # rows removed from the bottom of every frame and label (method.md section 2)
+# SYNTHIA class ids run from 0 (void) to 22 (lane marking) in the largest class list of any SYNTHIA release.
+RAW_LABEL_IDS = 23
 
 
 def decode_synthia_label(raw: np.ndarray, path: Path | str) -> np.ndarray:
@@ -61,6 +63,7 @@ class SynthiaSeq(RealClips):
 
     dataset_name = "synthia_seq"
     class_space = SYNTHIA
+    raw_label_ids = RAW_LABEL_IDS
 
     def __init__(
         self,
@@ -89,9 +92,14 @@ class SynthiaSeq(RealClips):
         frames_dir, labels_dir = (self.root / d for d in LAYOUTS[self.layout])
         frame_names = _numbered_pngs(frames_dir)
         label_names = _numbered_pngs(labels_dir)
-        for t in sorted(frame_names):
+        for t in sorted(label_names):
             ids = list(range(t - num_frames + 1, t + 1))
-            if t in label_names and all(i in frame_names for i in ids):
+            if ids[0] < 0:  # 000000 has no previous frame: never a sample
+                continue
+            missing = [i for i in ids if i not in frame_names]
+            if missing:
+                self._note_missing(frames_dir / f"{i:06d}.png" for i in missing)
+            else:
                 self.samples.append(self._clip_files(frames_dir, labels_dir, ids, frame_names, label_names))
         self._check_samples(self.root, num_frames)
 
@@ -139,8 +147,10 @@ class SynthiaSeq(RealClips):
     def read_frame(self, path: Path) -> np.ndarray:
         return np.ascontiguousarray(self._crop(read_rgb(path), path))
 
-    def read_label(self, path: Path) -> np.ndarray:
-        raw = decode_synthia_label(_imread(path, cv2.IMREAD_UNCHANGED, "label"), path)
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        return decode_synthia_label(_imread(path, cv2.IMREAD_UNCHANGED, "label"), path)
+
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         return apply_lookup(SYNTHIA.source_lut, self._crop(raw, path))
 
 

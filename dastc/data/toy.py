@@ -27,10 +27,10 @@ from torch.utils.data import Dataset
 from dastc.data.clip import check_size
 from dastc.data.image_io import read_label, read_rgb
 from dastc.data.toy_scenes import CLASS_NAMES, STYLES, make_scene, render
-from dastc.errors import DatasetNotFoundError
+from dastc.errors import DataFileError, DatasetNotFoundError
 from dastc.flow.io import read_flow_png, write_flow_png
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,13 @@ class ToyClips(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def current_label(self, index: int) -> np.ndarray:
+        """The current frame's label alone (for the class index), H x W uint8."""
+        if not self.labelled:
+            raise DataFileError(f"toy {self.domain}/{self.split} clips carry no labels")
+        seq_dir, t, _ = self.samples[index]
+        return read_label(seq_dir / "labels" / f"{t:04d}.png", self.num_classes, self.ignore_index)
 
     def __getitem__(self, index: int) -> dict:
         seq_dir, t, ext = self.samples[index]

@@ -85,18 +85,20 @@ SOURCE_STYLE = Style(
 )
 
 TARGET_STYLE = Style(
+    # Half way between the source colours and a dull "real" palette: the same things look different, but not
+    # unrecognisably so, as between a game engine and a camera.
     palette={
-        "sky": (175, 195, 220),
-        "building": (150, 120, 105),
-        "tree": (75, 115, 50),
-        "pole": (95, 95, 105),
-        "sidewalk": (150, 140, 135),
-        "road": (100, 95, 95),
-        "marking": (210, 205, 180),
-        "glass": (70, 90, 100),
-        "wheel": (35, 35, 35),
-        "person": (70, 60, 90),
-        "head": (200, 160, 130),
+        "sky": (132, 178, 230),
+        "building": (155, 90, 78),
+        "tree": (58, 142, 55),
+        "pole": (168, 152, 72),
+        "sidewalk": (162, 150, 128),
+        "road": (85, 82, 88),
+        "marking": (222, 220, 208),
+        "glass": (55, 65, 95),
+        "wheel": (28, 28, 28),
+        "person": (160, 85, 140),
+        "head": (215, 170, 140),
     },
     car_bodies=((40, 40, 45), (150, 150, 160), (115, 30, 35), (205, 205, 195), (60, 80, 60)),
     textured=True,

@@ -113,6 +113,7 @@ class Viper(RealClips):
 
     dataset_name = "viper"
     class_space = VIPER
+    raw_label_ids = len(VIPER_COLOURS)  # VIPER class ids 0 (unlabeled) .. 31 (boat)
 
     def __init__(
         self,
@@ -144,7 +145,13 @@ class Viper(RealClips):
             labels = _numbered(list_dir(seq_dir), "png")
             for t in sorted(labels):
                 ids = list(range(t - num_frames + 1, t + 1))
-                if all(i in images for i in ids):
+                if ids[0] < 0:  # frame 0 has no previous frame: never a sample
+                    continue
+                missing = [i for i in ids if i not in images]
+                if missing:
+                    seq = seq_dir.name
+                    self._note_missing(images_dir / seq / f"{seq}_{i:05d}.jpg" for i in missing)
+                else:
                     self.samples.append(self._clip_files(seq_dir.name, ids, images_dir, labels_dir, labels))
         self._check_samples(self.root / split, num_frames)
 
@@ -174,9 +181,11 @@ class Viper(RealClips):
     def read_frame(self, path: Path) -> np.ndarray:
         return resize_image(read_rgb(path), self.size)
 
-    def read_label(self, path: Path) -> np.ndarray:
-        ids = remove_ego_vehicle(resize_label(read_viper_ids(path), self.size))
-        return apply_lookup(VIPER.source_lut, ids)
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        return read_viper_ids(path)
+
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        return apply_lookup(VIPER.source_lut, remove_ego_vehicle(resize_label(raw, self.size)))
 
 
 def _numbered(names: list[str], ext: str) -> set[int]:

@@ -151,7 +151,8 @@ class AdaptationMethod(L.LightningModule):
         )
 
     def _count_replaced_clips(self, batch: dict) -> None:
-        for clip in batch.values():
+        clips = [batch["source"], batch["target"], *batch.get("rare", {}).get("clips", [])]
+        for clip in clips:
             self.replaced_clips += [meta["replaced"] for meta in clip["meta"] if "replaced" in meta]
         if self.replaced_clips:
             self.log("train/bad_clips_skipped", float(len(self.replaced_clips)), reduce_fx="max")

@@ -25,7 +25,11 @@ from dastc.methods.fusion import (
     choose_source_classes,
     choose_target_classes,
     class_mask,
+    crop_clip,
+    fill_unlabelled_frames,
     mix_clips,
+    paste_rare_classes,
+    random_crop_box,
 )
 from dastc.methods.tps import TPS
 from dastc.models.output import SegmentationOutput
@@ -41,6 +45,8 @@ class FusionConfig:
     target_classes: int = 2  # classes drawn from the pseudo-labels
     target_threshold: float = 0.9  # teacher confidence a pasted target pixel needs
     long_tail: list[int] = field(default_factory=list)  # always pasted from the source when present
+    rare_class_paste: bool = True  # also paste long-tail classes from other source clips (batch["rare"])
+    rare_classes: int = 2  # how many (the DataModule supplies them; 2 SYNTHIA-Seq, 3 VIPER)
 
 
 @dataclass
@@ -79,7 +85,8 @@ class DASTC(TPS):
             "target_ce": self.lambda_target * self.ce(target_out, pseudo[:, -1]),
         }
         if self.fusion.image or self.fusion.feature:
-            losses.update(self.fusion_losses(source, student_target, pseudo, confidence))
+            rare = batch.get("rare") if self.fusion.rare_class_paste else None
+            losses.update(self.fusion_losses(source, student_target, pseudo, confidence, rare))
         if self.align.enabled:
             losses["align"] = self.align.weight * self.alignment_loss(
                 source_out,
@@ -102,13 +109,17 @@ class DASTC(TPS):
         return clip if previous is None else previous
 
     def fusion_losses(
-        self, source: dict, target: dict, pseudo: torch.Tensor, confidence: torch.Tensor
+        self,
+        source: dict,
+        target: dict,
+        pseudo: torch.Tensor,
+        confidence: torch.Tensor,
+        rare: dict | None = None,
     ) -> dict:
         cfg = self.fusion
-        if source["frames"].shape[-2:] != target["frames"].shape[-2:]:
-            raise ValueError("source and target clips must share a size to be mixed (crop the source first)")
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-        paste = self.paste_source(source)
+        source, paste = self.shared_size(source, target, self.paste_source(source), generator)
+        paste = {**paste, "labels": fill_unlabelled_frames(paste["labels"], self.ignore_index)}
         source_sets = choose_source_classes(
             paste["labels"][:, -1], generator, cfg.source_classes, cfg.long_tail, self.ignore_index
         )
@@ -121,8 +132,16 @@ class DASTC(TPS):
         t2s = mix_clips(source, target, target_mask, source["labels"], pseudo)
         losses = {}
         if cfg.image:
+            s2t_image = s2t
+            if rare is not None:  # pasted at the image level only: the feature level mixes two clips
+                rare_clips = [self.shared_size(c, target, None, generator)[0] for c in rare["clips"]]
+                rare_clips = [
+                    {**c, "labels": fill_unlabelled_frames(c["labels"], self.ignore_index)}
+                    for c in rare_clips
+                ]
+                s2t_image = paste_rare_classes(s2t, rare_clips, rare["classes"])
             losses["mix_s2t_ce"] = self.lambda_target * self.ce(
-                self.student(s2t["frames"], s2t["flow"]), s2t["labels"][:, -1]
+                self.student(s2t_image["frames"], s2t_image["flow"]), s2t_image["labels"][:, -1]
             )
             losses["mix_t2s_ce"] = self.ce(self.student(t2s["frames"], t2s["flow"]), t2s["labels"][:, -1])
         if cfg.feature and self.adaptation_step >= cfg.feature_start:
@@ -142,6 +161,22 @@ class DASTC(TPS):
             out = self.student(source["frames"], t2s["flow"], shallow=mixed_t2s)
             losses["feat_t2s_ce"] = self.ce(out, t2s["labels"][:, -1])
         return losses
+
+    @staticmethod
+    def shared_size(source: dict, target: dict, paste: dict | None, generator: torch.Generator):
+        """Source-side clips cropped to the target's size, one random window per clip batch (method.md 6a:
+        a 512x1024 window of the 640x1280 source frames); unchanged when the sizes already agree."""
+        size = target["frames"].shape[-2:]
+        height, width = source["frames"].shape[-2:]
+        if (height, width) == size:
+            return source, paste
+        if height < size[0] or width < size[1]:
+            raise ValueError(
+                f"source clips ({height}x{width}) are smaller than target clips ({size[0]}x{size[1]}): "
+                "they cannot be mixed"
+            )
+        box = random_crop_box(height, width, tuple(size), generator)
+        return crop_clip(source, box), None if paste is None else crop_clip(paste, box)
 
     # --- 6c: category-aware alignment -------------------------------------------------------------------------
     def alignment_loss(

@@ -121,3 +121,35 @@ def random_crop_box(height: int, width: int, crop: tuple[int, int], generator: t
     top = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
     return top, left, ch, cw
+
+
+def crop_clip(clip: dict, box: tuple[int, int, int, int]) -> dict:
+    """The same window (top, left, height, width) of every frame, label and flow of a clip batch [B, T, ...]."""
+    top, left, h, w = box
+    return {
+        k: v[..., top : top + h, left : left + w]
+        for k, v in clip.items()
+        if k in ("frames", "labels", "flow") and v is not None
+    }
+
+
+def paste_rare_classes(mixed: dict, rare_clips: list[dict], rare_classes: torch.Tensor) -> dict:
+    """Rare-class pasting (method.md 6a): onto a mixed clip, each frame's own pixels of class
+    ``rare_classes[:, k]`` from rare clip k (frames, labels and flow alike), one class per clip on every frame."""
+    out = dict(mixed)
+    for k, rare in enumerate(rare_clips):
+        mask = class_mask(rare["labels"], rare_classes[:, k : k + 1])
+        pasted = mix_clips(out, rare, mask, out["labels"], rare["labels"])
+        out = {**pasted, "mask": out["mask"] | mask}
+    return out
+
+
+def fill_unlabelled_frames(labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Source labels [B, T, H, W] with every wholly unlabelled frame given the current frame's label: VIPER
+    labels every 10th frame only (method.md section 2), and a pasted object must still appear on frame t-1
+    (objects move little between neighbouring frames; the flow of the mixed clip follows the same mask)."""
+    empty = (labels == ignore_index).flatten(2).all(-1)  # [B, T]
+    if not empty.any():
+        return labels
+    current = labels[:, -1:].expand_as(labels)
+    return torch.where(empty[..., None, None], current, labels)

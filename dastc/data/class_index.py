@@ -1,0 +1,114 @@
+"""The rare-class index of a source dataset: which clips hold each class on their current frame.
+
+DA-STC's rare-class pasting (method.md section 6a) pastes long-tail classes from random source frames that
+contain them; this index says which. It is built once (``python -m dastc.data.index dataset=...``, or on first
+use by the DataModule) and cached as JSON beside the data, keyed by the dataset's clip count and first/last
+label so that a changed copy of the dataset rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch.utils.data import Dataset
+
+from dastc.errors import DataFileError
+
+
+def current_label(dataset: Dataset, index: int) -> np.ndarray:
+    """The current frame's label of clip ``index``; datasets may offer a cheaper ``current_label`` of their own
+    (reading the label file alone, not the frames and flow)."""
+    if hasattr(dataset, "current_label"):
+        return np.asarray(dataset.current_label(index))
+    clip = dataset[index]
+    if "labels" not in clip:
+        raise DataFileError(f"{type(dataset).__name__} clips carry no labels: a class index needs labels")
+    return clip["labels"][-1].numpy()
+
+
+def fingerprint(dataset: Dataset) -> dict:
+    """What identifies the dataset the index was built for: its type, clip count and a digest of the first and
+    last clips' labels (a regenerated or replaced copy changes it)."""
+    digest = hashlib.sha1()
+    for i in {0, len(dataset) - 1} if len(dataset) else ():
+        digest.update(np.ascontiguousarray(current_label(dataset, i)).tobytes())
+    return {"type": type(dataset).__name__, "clips": len(dataset), "labels": digest.hexdigest()}
+
+
+def build_class_index(
+    dataset: Dataset, num_classes: int, ignore_index: int = 255, progress: bool = True
+) -> dict[int, list[int]]:
+    """``{class id: [clip indices whose current frame holds it]}`` over the whole dataset."""
+    index: dict[int, list[int]] = {c: [] for c in range(num_classes)}
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("indexing source classes", total=len(dataset))
+        for i in range(len(dataset)):
+            present = np.unique(current_label(dataset, i))
+            for c in present[(present != ignore_index) & (present < num_classes)]:
+                index[int(c)].append(i)
+            bar.advance(task)
+    return index
+
+
+def load_or_build_class_index(
+    dataset: Dataset,
+    path: str | os.PathLike,
+    num_classes: int,
+    ignore_index: int = 255,
+    progress: bool = True,
+) -> dict[int, list[int]]:
+    """The cached index at ``path`` when it was built for this dataset, else a new one written there."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            stored = {}  # a damaged cache is rebuilt, not trusted
+        if stored.get("fingerprint") == fingerprint(dataset) and stored.get("num_classes") == num_classes:
+            return {int(c): clips for c, clips in stored["classes"].items()}
+    index = build_class_index(dataset, num_classes, ignore_index, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    payload = {"fingerprint": fingerprint(dataset), "num_classes": num_classes, "classes": index}
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)  # atomic: a killed run never leaves half an index
+    return index
+
+
+class RareClassClips(Dataset):
+    """For sample ``g``, ``count`` source clips each holding one long-tail class, as
+    ``{"classes": long [count], "clips": [clip, ...]}``: the classes are drawn without replacement from the
+    long-tail classes that the index holds (with replacement when fewer than ``count`` are available) and each
+    clip at random among those containing its class, from an RNG seeded by ``(seed, g)``, so any sample is
+    rebuilt from its index alone."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        index: dict[int, list[int]],
+        long_tail: Sequence[int],
+        count: int,
+        seed: int = 0,
+    ):
+        self.dataset, self.count, self.seed = dataset, count, seed
+        self.index = {c: index.get(c, []) for c in long_tail if index.get(c)}
+        if count > 0 and not self.index:
+            raise DataFileError(
+                f"no source clip holds any of the long-tail classes {list(long_tail)}: rare-class pasting has "
+                "nothing to paste (set method.fusion.rare_class_paste=false)"
+            )
+
+    def __getitem__(self, g: int) -> dict:
+        rng = np.random.default_rng([self.seed, 2, g])
+        available = sorted(self.index)
+        replace = len(available) < self.count
+        classes = rng.choice(available, size=self.count, replace=replace)
+        clips = [self.dataset[int(rng.choice(self.index[int(c)]))] for c in classes]
+        return {"classes": torch.as_tensor(classes, dtype=torch.long), "clips": clips}
