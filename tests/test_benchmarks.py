@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from real_fixtures import (
     SYNTHIA_TINY,
     VIPER_TINY,
@@ -26,6 +27,7 @@ from dastc.build import build_datamodule
 from dastc.config import compose_config
 from dastc.data.class_spaces import SPACES
 from dastc.data.clip_transforms import AugmentedClips
+from dastc.data.index import write_index
 from dastc.data.verify import verify
 from dastc.errors import DastcError
 from dastc.flow.estimate import estimate
@@ -236,3 +238,22 @@ def test_train_without_the_data_says_what_to_get_and_where(tmp_path):
     assert f"SYNTHIA-Seq is not at {data_dir / 'SYNTHIA-SEQS-04-DAWN'}" in error
     assert "https://synthia-dataset.net" in error and "RGB/Stereo_Left/Omni_F/000001.png" in error
     assert error.count(". ") == 0  # one sentence
+
+
+def test_index_command_writes_which_source_clips_hold_each_class(benchmarks, tmp_path):
+    cfg = _cfg(
+        "index",
+        benchmarks["viper"],
+        "dataset=viper",
+        f"dataset.class_index={tmp_path}/viper.json",
+        *TINY["viper"],
+        tmp_path=tmp_path,
+    )
+    index = write_index(cfg)
+    stored = json.loads((tmp_path / "viper.json").read_text())
+    assert {int(c): clips for c, clips in stored["classes"].items()} == index
+    source = instantiate(build_datamodule(cfg).configs["source"])
+    for c, clips in index.items():
+        for i in clips:
+            assert (source[i]["labels"][-1] == c).any()
+    assert sum(map(len, index.values())) > 0

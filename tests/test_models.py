@@ -186,3 +186,20 @@ def test_smp_teacher_copy_is_independent_of_the_student():
         for p in student.parameters():
             p.add_(1.0)
     torch.testing.assert_close(teacher(frames).logits, before)
+
+
+def test_group_norm_option_leaves_no_running_statistics_to_blend_domains():
+    from dastc.models.smp_segmenter import SmpSegmenter
+
+    net = SmpSegmenter(5, encoder_depth=3, decoder_channels=[64, 32, 16], norm="group")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in net.modules())
+    assert {n for n, _ in net.named_buffers()} <= {"input_norm.mean", "input_norm.std"}
+    frames = torch.rand(2, 3, 32, 64)
+    net.train()
+    before = net(frames).logits.detach()
+    net(torch.rand(2, 3, 32, 64) * 5)  # a pass over very different clips changes nothing kept
+    net.eval()
+    torch.testing.assert_close(net(frames).logits, before)  # train and eval mode agree
+    with pytest.raises(ValueError, match="backbone.norm"):
+        SmpSegmenter(5, norm="instance")

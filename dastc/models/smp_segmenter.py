@@ -9,6 +9,7 @@ be split for feature-level mixing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
@@ -44,6 +45,18 @@ def _mit_stage(enc: MixVisionTransformerEncoder, i: int, f: list[torch.Tensor]) 
     return norm(blocks(embed(f[0] if i == 2 else f[-1]))).contiguous()
 
 
+def batch_norm_to_group_norm(module: nn.Module, groups: int = 8) -> None:
+    """Replace every BatchNorm2d below ``module`` by a GroupNorm of ``groups`` groups (fewer when the channels do
+    not divide). Group norm keeps no running statistics, so the passes of an adaptation step over source,
+    target and mixed clips cannot pull shared statistics towards a blend of domains that evaluation then uses."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            c = child.num_features
+            setattr(module, name, nn.GroupNorm(math.gcd(groups, c), c))
+        else:
+            batch_norm_to_group_norm(child, groups)
+
+
 # Stage functions per encoder family; looked up at call time (no closures: the EMA teacher is a deep copy).
 STAGES = {ResNetEncoder: _resnet_stage, MixVisionTransformerEncoder: _mit_stage}
 
@@ -64,9 +77,12 @@ class SmpSegmenter(nn.Module):
         decoder_channels: Sequence[int] | None = None,
         input_mean: Sequence[float] = IMAGENET_MEAN,
         input_std: Sequence[float] = IMAGENET_STD,
+        norm: str = "batch",
         **smp_kwargs,
     ):
         super().__init__()
+        if norm not in ("batch", "group"):
+            raise ValueError(f"backbone.norm must be 'batch' or 'group', got {norm!r}")
         if decoder_channels is not None:
             smp_kwargs["decoder_channels"] = tuple(decoder_channels)
         self.net = smp.create_model(
@@ -77,6 +93,8 @@ class SmpSegmenter(nn.Module):
             classes=num_classes,
             **smp_kwargs,
         )
+        if norm == "group":
+            batch_norm_to_group_norm(self.net)
         self.num_classes = num_classes
         self.encoder_depth = encoder_depth
         self.input_norm = InputNorm("torchvision", input_mean, input_std)

@@ -1,0 +1,53 @@
+"""``python -m dastc.data.index dataset=synthia|viper|toy``: build the source clips' class index that DA-STC's
+rare-class pasting draws from (method.md 6a), write it to ``dataset.class_index`` and print how many clips hold
+each class, long-tail classes marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from dastc.build import build_datamodule
+from dastc.cli import user_errors
+from dastc.data.class_index import load_or_build_class_index
+from dastc.errors import ConfigError
+
+
+def write_index(cfg: DictConfig, console: Console | None = None) -> dict[int, list[int]]:
+    """Build (or, unless ``index.rebuild``, reuse) the index at ``dataset.class_index``; returns it."""
+    console = console or Console()
+    path = cfg.dataset.get("class_index")
+    if not path:
+        raise ConfigError(
+            f"dataset={cfg.dataset.name} sets no dataset.class_index file to write the index to"
+        )
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()  # the toy benchmark generates itself; real ones must be there
+    source = instantiate(datamodule.configs["source"])
+    if cfg.index.rebuild:
+        Path(path).unlink(missing_ok=True)
+    index = load_or_build_class_index(source, path, datamodule.num_classes, datamodule.ignore_index)
+    long_tail = set(cfg.dataset.schedule.get("long_tail_classes") or ())
+    table = Table(title=f"Source clips per class ({len(source)} clips), dataset={datamodule.name}")
+    for column in ("id", "class", "clips", "long-tail"):
+        table.add_column(column, justify="right" if column in ("id", "clips") else "left")
+    for c, name in enumerate(datamodule.class_names):
+        table.add_row(str(c), name, str(len(index.get(c, []))), "yes" if c in long_tail else "")
+    console.print(table)
+    console.print(f"Class index: {path}", highlight=False, soft_wrap=True)
+    return index
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="index")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        write_index(cfg)
+
+
+if __name__ == "__main__":
+    main()
