@@ -15,7 +15,11 @@ from dastc.methods.base import AdaptationMethod
 
 
 def build_datamodule(cfg: DictConfig) -> PairedClipDataModule:
-    return instantiate(cfg.dataset, _recursive_=False, rare_classes=rare_classes_needed(cfg))
+    # What the method asks of the data pipeline: rare-class clips, source-to-target histogram matching.
+    hist_match = bool(cfg.get("method", {}).get("hist_match", False))
+    return instantiate(
+        cfg.dataset, _recursive_=False, rare_classes=rare_classes_needed(cfg), hist_match=hist_match
+    )
 
 
 def rare_classes_needed(cfg: DictConfig) -> int:

@@ -1,7 +1,7 @@
 """``python -m dastc.train [overrides]``: train a method, then score the final checkpoint on target val.
 
-With no arguments: source-only training on the embedded toy benchmark (generated on first use), on CPU in a
-few minutes. See conf/train.yaml for the groups and README.md for examples.
+With no arguments: DA-STC, after a source-only warm-up, on the embedded toy benchmark (generated on first use),
+on CPU in a few minutes. See conf/train.yaml for the groups and README.md for examples.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def test_paper_presets_hold_the_papers_settings(benchmark, stage):
     assert cfg.dataset.name == benchmark and cfg.seed == 1234
     assert cfg.backbone._target_.endswith("accel_deeplabv2") and cfg.backbone.depth == 101
     assert cfg.backbone.head == ("aspp" if stage == "tps" else "deeplabv2")
-    assert cfg.backbone.weights_format == "caffe" and cfg.dataset.hist_match
+    assert cfg.backbone.weights_format == "caffe" and method.hist_match
     assert cfg.trainer.max_steps == 40000 and cfg.trainer.accelerator == "gpu"
     assert cfg.dataset.batch_size == 1 and schedule.ckpt_every == 1000
     assert method.optim.lr == paper["lr"] and method.optim.head_lr_mult == 10.0

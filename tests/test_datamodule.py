@@ -180,7 +180,7 @@ def test_histogram_matching_gives_source_frames_the_target_colours(make_cfg):
         assert matched[:, c].min() >= reference[c].min() - 1 / 255
     order = frames[0, 0].flatten().argsort()  # a monotone mapping: the order of pixel values is kept
     assert (matched[0, 0].flatten()[order].diff() >= 0).all()
-    dm = build_datamodule(make_cfg("dataset.hist_match=true", "dataset.batch_size=2"))
+    dm = build_datamodule(make_cfg("method=tps", "method.hist_match=true", "dataset.batch_size=2"))
     dm.prepare_data()
     dm.setup("fit")
     pair = dm.train_dataloader().dataset[0]
@@ -204,3 +204,9 @@ def test_each_pass_over_a_dataset_draws_a_new_augmentation():
     first, second = pairs[1]["source"], pairs[1 + 3]["source"]  # the same position of passes 0 and 1
     assert (first["draw"], second["draw"]) == (0, 1)
     assert {pairs[g]["source"]["index"] for g in range(3)} == {0, 1, 2}
+
+
+def test_histogram_matching_is_off_for_source_only_and_follows_the_method(make_cfg):
+    assert not build_datamodule(make_cfg("method=source_only")).hist_match  # the plain baseline
+    assert build_datamodule(make_cfg("method=tps")).hist_match  # the toy's TPS/DA-STC recipe
+    assert not build_datamodule(make_cfg("method=dastc", "method.hist_match=false")).hist_match

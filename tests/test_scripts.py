@@ -44,3 +44,15 @@ def test_compare_methods_trains_each_method_per_seed_and_summarises(data_dir, tm
             assert metrics["metrics"]["target"]["mIoU"] == row["target_mIoU"]
             assert metrics["method"] == {"source_only": "SourceOnly", "dastc": "DASTC"}[name]
     assert "source_only" in proc.stdout and "+-" in proc.stdout
+    assert summary["reference"] == "dastc"  # DA-STC minus source-only, seed by seed
+    paired = summary["paired"]["source_only"]
+    dastc, source_only = (summary["results"][k]["target_mIoU"]["runs"] for k in ("dastc", "source_only"))
+    assert paired["runs"] == [a - b for a, b in zip(dastc, source_only, strict=True)]
+    assert paired["wins"] == sum(d > 0 for d in paired["runs"])
+    shown = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_methods.py"), "--show", str(out / "summary.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0 and "dastc minus each" in shown.stdout

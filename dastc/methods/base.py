@@ -51,6 +51,7 @@ class AdaptationMethod(L.LightningModule):
         eval_model: str = "student",
         ignore_index: int = 255,
         max_bad_steps: int = 5,
+        hist_match: bool = False,
     ):
         super().__init__()
         if eval_model not in ("student", "teacher"):
@@ -74,6 +75,9 @@ class AdaptationMethod(L.LightningModule):
         # The run's config, stored in every checkpoint by on_save_checkpoint.
         self.run_config: dict | None = None
         self.max_bad_steps = max_bad_steps
+        # Source-to-target histogram matching happens in the data pipeline, which reads this option from the
+        # method's config (dastc.build.build_datamodule); kept here so that the method records it.
+        self.hist_match = hist_match
         self.bad_steps = 0  # consecutive steps skipped for non-finite losses or gradients
         self.replaced_clips: list[str] = []  # training clips skipped as unreadable (dataset.on_bad_clip=skip)
         self._skip_step = False

@@ -191,7 +191,8 @@ class DASTC(TPS):
         source_mean, source_present = self._aggregate(source_out, labels, weights)
         # Target pixels by pseudo-label, weighted by the teacher's confidence; (t, t-1) and (t, t-2) passes.
         outs = [target_out]
-        if cfg.second_pass:
+        # A network that ignores earlier frames would give the (t, t-2) pass exactly the (t, t-1) one.
+        if cfg.second_pass and getattr(self.student, "uses_previous_frame", True):
             frames = student_target["all_frames"][:, [0, 2]]  # (t-2, t), augmented like the first pass
             flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]  # t -> t-1 -> t-2
             outs.append(self.student(frames, flow))

@@ -16,6 +16,8 @@ def _per_frame_shallow(shallow: list[torch.Tensor] | None, index: int) -> list[t
 class VideoNet(nn.Module):
     """Shared plumbing: the frame network, its shallow split over a clip, its parameter groups."""
 
+    uses_previous_frame = True  # whether the output depends on frames before the current one
+
     def __init__(self, frame_net: nn.Module):
         super().__init__()
         self.frame_net = frame_net
@@ -41,6 +43,8 @@ class VideoNet(nn.Module):
 
 class SingleFrame(VideoNet):
     """Segments the current frame alone: the per-frame baseline."""
+
+    uses_previous_frame = False
 
     def forward(
         self,
