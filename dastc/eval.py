@@ -19,11 +19,22 @@ from dastc import config  # noqa: F401 - registers the config resolvers
 from dastc.build import build_datamodule, build_method
 from dastc.checkpoint import load_run_checkpoint
 from dastc.cli import user_errors
-from dastc.errors import CheckpointError
+from dastc.errors import CheckpointError, ConfigError
 from dastc.report import report
 
 
+def run_checkpoints(ckpt_path: str | Path) -> list[Path]:
+    """Every checkpoint a run saved (``step*.ckpt`` in step order, then ``last.ckpt``), from one of them."""
+    folder = Path(ckpt_path).absolute().parent
+    steps = sorted(folder.glob("step*.ckpt"))
+    return steps + ([folder / "last.ckpt"] if (folder / "last.ckpt").is_file() else [])
+
+
 def evaluate(cfg: DictConfig) -> dict:
+    """Score ``ckpt_path`` (``select=final``), or every checkpoint of its run and report the best on target val
+    (``select=best``, labelled as selected on val: method.md section 7's second figure)."""
+    if cfg.select not in ("final", "best"):
+        raise ConfigError(f"select must be 'final' or 'best', got {cfg.select!r}")
     console = Console()
     checkpoint = load_run_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint["dastc_config"])
@@ -33,25 +44,40 @@ def evaluate(cfg: DictConfig) -> dict:
         run_cfg.method.eval_model = cfg.eval_model
     datamodule = build_datamodule(run_cfg)
     method = build_method(run_cfg, datamodule)
-    try:
-        method.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"checkpoint {cfg.ckpt_path} does not fit the network of its own config: {err}"
-        ) from None
     trainer = instantiate(cfg.trainer, callbacks=[RichProgressBar()])
-    trainer.validate(method, datamodule=datamodule, verbose=False)
-    metrics = method.last_val_metrics
+    paths = run_checkpoints(cfg.ckpt_path) if cfg.select == "best" else [Path(cfg.ckpt_path)]
+    scored = []
+    for path in paths:
+        stored = checkpoint if path == Path(cfg.ckpt_path) else load_run_checkpoint(path)
+        try:
+            method.load_state_dict(stored["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit the network of its run's config: {err}"
+            ) from None
+        trainer.validate(method, datamodule=datamodule, verbose=False)
+        scored.append((path, stored.get("global_step"), method.last_val_metrics))
+    path, step, metrics = max(scored, key=lambda item: item[2]["target"]["mIoU"])
     if trainer.is_global_zero:
         info = {
             "dataset": datamodule.name,
             "method": run_cfg.method._target_.rsplit(".", 1)[-1],
-            "checkpoint": str(Path(cfg.ckpt_path).absolute()),
-            "step": checkpoint.get("global_step"),
-            "selection": "given checkpoint",
+            "checkpoint": str(path.absolute()),
+            "step": step,
+            "selection": "given checkpoint"
+            if cfg.select == "final"
+            else f"best of {len(scored)} checkpoints, selected on target val",
             "eval_model": run_cfg.method.get("eval_model", "student"),
         }
-        report(console, cfg.paths.output_dir, metrics, info, str(cfg.ckpt_path))
+        if cfg.select == "best":
+            info["candidates"] = [
+                {"checkpoint": str(p.absolute()), "step": s, "target_mIoU": m["target"]["mIoU"]}
+                for p, s, m in scored
+            ]
+        label = (
+            str(path) if cfg.select == "final" else f"best of {len(scored)} checkpoints on val, step {step}"
+        )
+        report(console, cfg.paths.output_dir, metrics, info, label)
     return metrics
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -24,14 +26,35 @@ def markdown_table(metrics: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def csv_table(metrics: dict[str, dict]) -> str:
+    """One row per class plus ``mIoU``, one column per validation set (IoU in %, empty when undefined)."""
+    names = list(next(iter(metrics.values()))["IoU"])
+    rows = [["class", *metrics]]
+    rows += [[name, *(_csv(result["IoU"][name]) for result in metrics.values())] for name in names]
+    rows.append(["mIoU", *(_csv(result["mIoU"]) for result in metrics.values())])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def _csv(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def write_metrics(out_dir: str | Path, metrics: dict[str, dict], info: dict) -> Path:
-    """``metrics.json`` (numbers + run info) and ``metrics.md`` (a table) in ``out_dir``."""
+    """``metrics.json`` (numbers + run info), ``metrics.csv`` and ``metrics.md`` (tables) in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**info, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
-    header = ", ".join(f"{k}: {v}" for k, v in info.items())
-    (out_dir / "metrics.md").write_text(f"# IoU per class (%)\n\n{header}\n\n{markdown_table(metrics)}")
+    (out_dir / "metrics.csv").write_text(csv_table(metrics))
+    header = ", ".join(f"{k}: {v}" for k, v in info.items() if k != "candidates")
+    text = f"# IoU per class (%)\n\n{header}\n\n{markdown_table(metrics)}"
+    if info.get("candidates"):  # select=best: every checkpoint scored
+        rows = [f"| {c['step']} | {c['target_mIoU']:.2f} | {c['checkpoint']} |" for c in info["candidates"]]
+        text += "\n## Checkpoints scored (target mIoU)\n\n| step | mIoU | file |\n|---|---|---|\n"
+        text += "\n".join(rows) + "\n"
+    (out_dir / "metrics.md").write_text(text)
     return out_dir / "metrics.json"
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dastc.metrics.published import CLASSES, published
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,3 +58,50 @@ def test_compare_methods_trains_each_method_per_seed_and_summarises(data_dir, tm
         timeout=120,
     )
     assert shown.returncode == 0 and "dastc minus each" in shown.stdout
+
+
+def _metrics_file(folder, dataset, classes, value, method="DASTC"):
+    folder.mkdir(parents=True)
+    iou = {c: value + k for k, c in enumerate(classes)}
+    result = {"IoU": iou, "mIoU": statistics.mean(iou.values())}
+    payload = {"dataset": dataset, "method": method, "selection": "final checkpoint", "step": 40000}
+    (folder / "metrics.json").write_text(json.dumps({**payload, "metrics": {"target": result}}))
+    return folder
+
+
+def _compare_runs(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_runs.py"), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_compare_runs_puts_runs_beside_the_papers_rows(tmp_path):
+    classes = CLASSES["synthia"]
+    a = _metrics_file(tmp_path / "a" / "run", "synthia", classes, 50.0)
+    b = _metrics_file(tmp_path / "b" / "run", "synthia", classes, 60.0, method="TPS")
+    proc = _compare_runs(a, b / "metrics.json", "--markdown", tmp_path / "t.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[0] == "| run | " + " | ".join(classes) + " | mIoU |"
+    assert lines[2].startswith("| a/run (DASTC, final checkpoint, step 40000) | 50.0 | 51.0 |")
+    assert lines[2].endswith(f"**{statistics.mean(50.0 + k for k in range(11)):.1f}** |")
+    assert "| paper: QuadMix / DA-STC (CNN) | 90.8 | 39.9 |" in "\n".join(lines)
+    assert len(lines) == 2 + 2 + len(published("synthia"))
+    other = _metrics_file(tmp_path / "c", "viper", CLASSES["viper"], 40.0)
+    mixed = _compare_runs(a, other, cwd=tmp_path)
+    assert mixed.returncode != 0 and "different benchmarks" in mixed.stderr
+    toy = _metrics_file(tmp_path / "d", "toy", ["road", "sky"], 70.0)
+    assert "paper:" not in _compare_runs(toy, cwd=tmp_path).stdout  # no published rows for the toy
+
+
+def test_published_rows_average_to_the_published_miou():
+    for benchmark in ("synthia", "viper"):
+        for method, scores in published(benchmark).items():
+            assert abs(statistics.mean(scores["IoU"].values()) - scores["mIoU"]) < 0.1, (
+                benchmark,
+                method,
+            )  # rounded figures
