@@ -14,8 +14,11 @@ from dastc.data.datamodule import PairedClipDataModule
 from dastc.methods.base import AdaptationMethod
 
 
-def build_datamodule(cfg: DictConfig) -> PairedClipDataModule:
-    # What the method asks of the data pipeline: rare-class clips, source-to-target histogram matching.
+def build_datamodule(cfg: DictConfig, training: bool = True) -> PairedClipDataModule:
+    """The benchmark's DataModule. What the method asks of the training stream (rare-class clips, source-to-
+    target histogram matching) is left out when ``training`` is False: scoring never reads it."""
+    if not training:
+        return instantiate(cfg.dataset, _recursive_=False)
     hist_match = bool(cfg.get("method", {}).get("hist_match", False))
     return instantiate(
         cfg.dataset, _recursive_=False, rare_classes=rare_classes_needed(cfg), hist_match=hist_match

@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict:
     run_cfg.paths = OmegaConf.to_container(cfg.paths, resolve=True)
     if cfg.get("eval_model"):
         run_cfg.method.eval_model = cfg.eval_model
-    datamodule = build_datamodule(run_cfg)
+    datamodule = build_datamodule(run_cfg, training=False)
     method = build_method(run_cfg, datamodule)
     trainer = instantiate(cfg.trainer, callbacks=[RichProgressBar()])
     paths = run_checkpoints(cfg.ckpt_path) if cfg.select == "best" else [Path(cfg.ckpt_path)]

@@ -67,3 +67,12 @@ def test_csv_markdown_and_json_outputs_agree(data_dir, run_dir, tmp_path):
 def test_select_must_be_final_or_best(data_dir, run_dir, tmp_path):
     with pytest.raises(ConfigError, match="select must be"):
         _eval(data_dir, tmp_path, run_dir / "checkpoints/last.ckpt", "select=median")
+
+
+def test_scoring_builds_no_training_stream_extras(make_cfg):
+    from dastc.build import build_datamodule
+
+    cfg = make_cfg("method=dastc")
+    assert build_datamodule(cfg).rare_classes == 2 and build_datamodule(cfg).hist_match
+    scoring = build_datamodule(cfg, training=False)  # no class index to build, no colours to match
+    assert scoring.rare_classes == 0 and not scoring.hist_match
