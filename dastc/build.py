@@ -73,3 +73,14 @@ def build_loggers(cfg: DictConfig, console: Console | None = None) -> list[Logge
                 "`wandb sync <that folder>/offline-run-*`, or set logger.wandb.offline=false to stream live."
             )
     return loggers
+
+
+def rebuild_run(checkpoint: dict, paths: DictConfig, eval_model: str | None = None):
+    """A trained run's DataModule (for scoring: no training extras) and method, from the config stored in its
+    checkpoint, with this command's ``paths``; ``eval_model`` overrides the network that scores."""
+    run_cfg = OmegaConf.create(checkpoint["dastc_config"])
+    run_cfg.paths = OmegaConf.to_container(paths, resolve=True)  # this machine's data and outputs
+    if eval_model:
+        run_cfg.method.eval_model = eval_model
+    datamodule = build_datamodule(run_cfg, training=False)
+    return run_cfg, datamodule, build_method(run_cfg, datamodule)

@@ -12,11 +12,11 @@ from pathlib import Path
 import hydra
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
 from dastc import config  # noqa: F401 - registers the config resolvers
-from dastc.build import build_datamodule, build_method
+from dastc.build import rebuild_run
 from dastc.checkpoint import load_run_checkpoint
 from dastc.cli import user_errors
 from dastc.errors import CheckpointError, ConfigError
@@ -37,13 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"select must be 'final' or 'best', got {cfg.select!r}")
     console = Console()
     checkpoint = load_run_checkpoint(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(checkpoint["dastc_config"])
-    # Data and outputs of this command, not of the training machine.
-    run_cfg.paths = OmegaConf.to_container(cfg.paths, resolve=True)
-    if cfg.get("eval_model"):
-        run_cfg.method.eval_model = cfg.eval_model
-    datamodule = build_datamodule(run_cfg, training=False)
-    method = build_method(run_cfg, datamodule)
+    run_cfg, datamodule, method = rebuild_run(checkpoint, cfg.paths, cfg.get("eval_model"))
     trainer = instantiate(cfg.trainer, callbacks=[RichProgressBar()])
     paths = run_checkpoints(cfg.ckpt_path) if cfg.select == "best" else [Path(cfg.ckpt_path)]
     scored = []
