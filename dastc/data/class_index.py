@@ -37,7 +37,7 @@ def fingerprint(dataset: Dataset) -> dict:
     """What identifies the dataset the index was built for: its type, clip count and a digest of the first and
     last clips' labels (a regenerated or replaced copy changes it)."""
     digest = hashlib.sha1()
-    for i in {0, len(dataset) - 1} if len(dataset) else ():
+    for i in sorted({0, len(dataset) - 1}) if len(dataset) else ():
         digest.update(np.ascontiguousarray(current_label(dataset, i)).tobytes())
     return {"type": type(dataset).__name__, "clips": len(dataset), "labels": digest.hexdigest()}
 
@@ -66,17 +66,18 @@ def load_or_build_class_index(
 ) -> dict[int, list[int]]:
     """The cached index at ``path`` when it was built for this dataset, else a new one written there."""
     path = Path(path)
+    identity = fingerprint(dataset)
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
         except json.JSONDecodeError:
             stored = {}  # a damaged cache is rebuilt, not trusted
-        if stored.get("fingerprint") == fingerprint(dataset) and stored.get("num_classes") == num_classes:
+        if stored.get("fingerprint") == identity and stored.get("num_classes") == num_classes:
             return {int(c): clips for c, clips in stored["classes"].items()}
     index = build_class_index(dataset, num_classes, ignore_index, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    payload = {"fingerprint": fingerprint(dataset), "num_classes": num_classes, "classes": index}
+    payload = {"fingerprint": identity, "num_classes": num_classes, "classes": index}
     tmp.write_text(json.dumps(payload))
     os.replace(tmp, path)  # atomic: a killed run never leaves half an index
     return index

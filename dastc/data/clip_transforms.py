@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from dastc.data.class_index import current_label
 from dastc.flow.warp import resize_flow
 
 _SPATIAL_KEYS = ("frames", "labels", "flow")
@@ -218,6 +219,4 @@ class AugmentedClips(Dataset):
     def current_label(self, index: int) -> np.ndarray:
         """The un-augmented current label (for the class index of rare-class pasting: a flip or a crop moves
         classes around but rarely removes one)."""
-        if hasattr(self.dataset, "current_label"):
-            return np.asarray(self.dataset.current_label(index))
-        return self.dataset[index]["labels"][-1].numpy()
+        return current_label(self.dataset, index)

@@ -157,8 +157,8 @@ class PairedClipDataModule(L.LightningDataModule):
     generate the toy benchmark. With ``rare_classes`` > 0 (DA-STC's rare-class pasting asks for it) each
     training sample also carries that many source clips of long-tail classes (``schedule.long_tail_classes``),
     found through the class index cached at ``class_index`` (built on first use). ``hist_match`` matches each
-    source clip's colour histograms to its paired target clip's current frame. Validation loader 0 is the target validation set that ``val/mIoU`` scores;
-    ``extra_val`` sets follow in order and log under ``val_<name>/``.
+    source clip's colour histograms to its paired target clip's current frame. Validation loader 0 is the target
+    validation set that ``val/mIoU`` scores; ``extra_val`` sets follow in order and log under ``val_<name>/``.
     """
 
     def __init__(
@@ -214,9 +214,8 @@ class PairedClipDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.prepare_cfg is not None:
             instantiate(self.prepare_cfg)
-        if (
-            self.rare_classes > 0 and self.class_index_path
-        ):  # build the cache once, before other ranks read it
+        # Build the class index's cache once, here, before the other ranks read it in setup().
+        if self.rare_classes > 0 and self.class_index_path:
             self._class_index(instantiate(self.configs["source"]))
 
     def _class_index(self, source: Dataset) -> dict[int, list[int]]:
