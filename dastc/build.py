@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from dastc.data.datamodule import PairedClipDataModule
+from dastc.errors import ConfigError
 from dastc.methods.base import AdaptationMethod
 
 
@@ -75,12 +76,30 @@ def build_loggers(cfg: DictConfig, console: Console | None = None) -> list[Logge
     return loggers
 
 
-def rebuild_run(checkpoint: dict, paths: DictConfig, eval_model: str | None = None):
+def rebuild_run(
+    checkpoint: dict, paths: DictConfig, eval_model: str | None = None, dataset: DictConfig | None = None
+):
     """A trained run's DataModule (for scoring: no training extras) and method, from the config stored in its
-    checkpoint, with this command's ``paths``; ``eval_model`` overrides the network that scores."""
+    checkpoint, with this command's ``paths``; ``eval_model`` overrides the network that scores, ``dataset``
+    (a ``conf/dataset`` config with the run's classes) the benchmark it is scored on."""
     run_cfg = OmegaConf.create(checkpoint["dastc_config"])
     run_cfg.paths = OmegaConf.to_container(paths, resolve=True)  # this machine's data and outputs
     if eval_model:
         run_cfg.method.eval_model = eval_model
+    if dataset is not None:
+        run_cfg.dataset = replace_benchmark(run_cfg.dataset, dataset)
     datamodule = build_datamodule(run_cfg, training=False)
     return run_cfg, datamodule, build_method(run_cfg, datamodule)
+
+
+def replace_benchmark(trained: DictConfig, chosen: DictConfig) -> DictConfig:
+    """The benchmark config to score on instead of the one a run trained on; its classes must be the run's,
+    since the network's output channels are the trained classes."""
+    chosen = OmegaConf.create(OmegaConf.to_container(chosen, resolve=False))
+    if list(chosen.class_names) != list(trained.class_names):
+        raise ConfigError(
+            f"dataset={chosen.name} scores {len(chosen.class_names)} classes {list(chosen.class_names)}, but "
+            f"the checkpoint was trained on {trained.name} with {len(trained.class_names)} classes "
+            f"{list(trained.class_names)}: pick a checkpoint trained in that class space, or leave dataset out"
+        )
+    return chosen

@@ -1,7 +1,8 @@
 """``python -m dastc.eval ckpt_path=RUN/checkpoints/last.ckpt``: score a checkpoint on target validation.
 
 The benchmark, network and method are rebuilt from the config stored in the checkpoint; ``paths.data_dir``
-and the ``trainer.*`` hardware settings come from this command. Per-class IoU is written as
+and the ``trainer.*`` hardware settings come from this command, and ``dataset=NAME`` picks the benchmark to
+score on (one with the checkpoint's classes; by default the one it trained on). Per-class IoU is written as
 ``metrics.json`` and ``metrics.md`` into ``RUN/eval/<time>/``.
 """
 
@@ -37,7 +38,9 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"select must be 'final' or 'best', got {cfg.select!r}")
     console = Console()
     checkpoint = load_run_checkpoint(cfg.ckpt_path)
-    run_cfg, datamodule, method = rebuild_run(checkpoint, cfg.paths, cfg.get("eval_model"))
+    run_cfg, datamodule, method = rebuild_run(
+        checkpoint, cfg.paths, cfg.get("eval_model"), cfg.get("dataset")
+    )
     trainer = instantiate(cfg.trainer, callbacks=[RichProgressBar()])
     paths = run_checkpoints(cfg.ckpt_path) if cfg.select == "best" else [Path(cfg.ckpt_path)]
     scored = []
