@@ -82,8 +82,14 @@ def test_dataset_override_scores_on_that_benchmark_when_its_classes_are_the_runs
     stored_run, _ = _eval(data_dir, tmp_path / "stored", run_dir / "checkpoints/last.ckpt")
     # The same benchmark picked by name, with one of its settings changed from the command line.
     same, info = _eval(
-        data_dir, tmp_path / "named", run_dir / "checkpoints/last.ckpt", "dataset=toy", "dataset.pin_memory=true"
+        data_dir,
+        tmp_path / "named",
+        run_dir / "checkpoints/last.ckpt",
+        "dataset=toy",
+        "dataset.pin_memory=true",
     )
     assert same == stored_run and info["dataset"] == "toy"
-    with pytest.raises(ConfigError, match=r"dataset=synthia scores 12 classes .* trained on toy with 8 classes"):
+    with pytest.raises(
+        ConfigError, match=r"dataset=synthia scores 12 classes .* trained on toy with 8 classes"
+    ):
         _eval(data_dir, tmp_path / "other", run_dir / "checkpoints/last.ckpt", "dataset=synthia")

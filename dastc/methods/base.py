@@ -82,6 +82,25 @@ class AdaptationMethod(L.LightningModule):
         self.replaced_clips: list[str] = []  # training clips skipped as unreadable (dataset.on_bad_clip=skip)
         self._skip_step = False
         self._pending_rng: dict | None = None
+        # Sample clips for the panels (dastc.viz.panel_callback): None, or a dict being filled this step.
+        self.visuals: dict[str, dict[str, torch.Tensor]] | None = None
+
+    # --- sample panels ----------------------------------------------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        """Whether this step keeps sample clips for the panels (a SamplePanels callback asked for them)."""
+        return self.visuals is not None
+
+    def record(self, name: str, **tensors: torch.Tensor) -> None:
+        """Keep the first clip of a batch's tensors under ``name`` for the panels: ``frames`` [B, T, 3, H, W]
+        and label-like ``labels``/``pseudo``/``prediction`` or ``confidence`` [B, T', H, W] of the last T'
+        frames. Detached copies only: recording changes no result and draws no random number."""
+        if self.visuals is not None and name not in self.visuals:
+            self.visuals[name] = {k: v[0].detach().cpu() for k, v in tensors.items()}
+
+    def predicted_classes(self, out, size: tuple[int, int]) -> torch.Tensor:
+        """Class ids [B, H, W] of a network output, logits upsampled bilinearly to ``size`` first."""
+        return upsample_to(out.logits.detach(), size).argmax(1)
 
     # --- training -------------------------------------------------------------------------------------------
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -95,6 +114,9 @@ class AdaptationMethod(L.LightningModule):
     def source_loss(self, source: dict):
         """The student's output on the source clips and its cross-entropy on their current frame."""
         out = self.student(source["frames"], source.get("flow"))
+        if self.recording:
+            prediction = self.predicted_classes(out, source["labels"].shape[-2:])[:, None]
+            self.record("source", frames=source["frames"], labels=source["labels"], prediction=prediction)
         return out, self.ce(out, source["labels"][:, -1])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
@@ -185,11 +207,17 @@ class AdaptationMethod(L.LightningModule):
         ``size`` (default: the frames' size) before the argmax, as the evaluation protocol scores them."""
         model = self.teacher if self.eval_model == "teacher" else self.student
         out = model(clip["frames"], clip.get("flow"))
-        return upsample_to(out.logits, size or clip["frames"].shape[-2:]).argmax(1)
+        return self.predicted_classes(out, size or clip["frames"].shape[-2:])
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         labels = batch["labels"][:, -1]
-        self.val_confusion[dataloader_idx].update(self.predict_clip(batch, labels.shape[-2:]), labels)
+        prediction = self.predict_clip(batch, labels.shape[-2:])
+        self.val_confusion[dataloader_idx].update(prediction, labels)
+        if self.recording and batch_idx == 0:
+            name = self.val_names[dataloader_idx]
+            self.record(
+                f"val_{name}", frames=batch["frames"], labels=labels[:, None], prediction=prediction[:, None]
+            )
 
     def on_validation_epoch_end(self) -> None:
         metrics = {}

@@ -78,6 +78,7 @@ class DASTC(TPS):
             return {"source_ce": source_ce}
         pseudo, confidence = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
+        self.record("target", frames=augmented, pseudo=pseudo, confidence=confidence)
         student_target = {"frames": augmented[:, 1:], "flow": target["flow"][:, 1:], "all_frames": augmented}
         target_out = self.student(student_target["frames"], student_target["flow"])
         losses = {
@@ -140,6 +141,8 @@ class DASTC(TPS):
                     for c in rare_clips
                 ]
                 s2t_image = paste_rare_classes(s2t, rare_clips, rare["classes"])
+            self.record("mix_s2t", frames=s2t_image["frames"], labels=s2t_image["labels"])
+            self.record("mix_t2s", frames=t2s["frames"], labels=t2s["labels"])
             losses["mix_s2t_ce"] = self.lambda_target * self.ce(
                 self.student(s2t_image["frames"], s2t_image["flow"]), s2t_image["labels"][:, -1]
             )

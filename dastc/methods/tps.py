@@ -83,6 +83,8 @@ class TPS(AdaptationMethod):
         _, source_ce = self.source_loss(source)
         if self.adaptation_step < 0:
             return {"source_ce": source_ce}
-        pseudo, _ = self.pseudo_labels(target)
-        out = self.student(self.augmented_target(target)[:, 1:], target["flow"][:, 1:])
+        pseudo, confidence = self.pseudo_labels(target)
+        augmented = self.augmented_target(target)
+        self.record("target", frames=augmented, pseudo=pseudo, confidence=confidence)
+        out = self.student(augmented[:, 1:], target["flow"][:, 1:])
         return {"source_ce": source_ce, "target_ce": self.lambda_target * self.ce(out, pseudo[:, -1])}
