@@ -45,6 +45,21 @@ def run_dir_for(ckpt_path: str | None, default: str) -> str:
     return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
 
 
+def latest_run(log_dir: str | Path = "outputs", task: str = "train") -> Path:
+    """The newest run directory under ``<log_dir>/<task>`` (single runs and sweep jobs) that holds a
+    ``checkpoints/last.ckpt``, by that file's modification time."""
+    root = Path(log_dir) / task
+    found = list(root.glob("runs/*/checkpoints/last.ckpt")) + list(
+        root.glob("multiruns/*/*/checkpoints/last.ckpt")
+    )
+    if not found:
+        raise CheckpointError(
+            f"no run with checkpoints/last.ckpt under {root}: train one with `python -m dastc.train`, or name a "
+            "run directory"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime).parent.parent
+
+
 def load_run_checkpoint(path: str | Path) -> dict:
     """A checkpoint written by ``dastc.train`` (weights, trainer state and the run's config)."""
     path = Path(path)

@@ -82,3 +82,24 @@ def report(console: Console, out_dir: str | Path, metrics: dict[str, dict], info
         f"Target mIoU ({info['dataset']}, {label}): {metrics['target']['mIoU']:.2f}{extra}  -> {out_dir}",
         highlight=False,
     )
+
+
+def logged_metrics(run_dir: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """What a run's CSV logger wrote (``<run>/csv/metrics.csv``): per metric name, its (steps, values) in the
+    order logged, empty cells skipped. For training curves (notebooks/03_training_curves.ipynb)."""
+    path = Path(run_dir) / "csv" / "metrics.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: curves come from the CSV logger (logger=csv, the default, or a list with csv)"
+        )
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            for name, value in row.items():
+                if name in ("step", "epoch") or value in ("", None):
+                    continue
+                steps, values = curves.setdefault(name, ([], []))
+                steps.append(step)
+                values.append(float(value))
+    return curves

@@ -84,6 +84,12 @@ class AdaptationMethod(L.LightningModule):
         self._pending_rng: dict | None = None
         # Sample clips for the panels (dastc.viz.panel_callback): None, or a dict being filled this step.
         self.visuals: dict[str, dict[str, torch.Tensor]] | None = None
+        self._step_override: int | None = None  # sample_visuals: replay a step outside a Trainer
+
+    @property
+    def step(self) -> int:
+        """The training step the method is at: the Trainer's, or the one ``sample_visuals`` replays."""
+        return self.global_step if self._step_override is None else self._step_override
 
     # --- sample panels ----------------------------------------------------------------------------------------
     @property
@@ -97,6 +103,18 @@ class AdaptationMethod(L.LightningModule):
         frames. Detached copies only: recording changes no result and draws no random number."""
         if self.visuals is not None and name not in self.visuals:
             self.visuals[name] = {k: v[0].detach().cpu() for k, v in tensors.items()}
+
+    @torch.no_grad()
+    def sample_visuals(self, batch: dict, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        """What a training step at ``step`` computes for the panels (source prediction, pseudo-labels, mixed
+        clips; see ``record``) for one paired training batch, without training: no gradient, no update. For
+        notebooks and scripts that look at a trained run; call ``eval()`` first for deterministic views."""
+        self.visuals, self._step_override = {}, step
+        try:
+            self.training_losses(batch)
+            return self.visuals
+        finally:
+            self.visuals, self._step_override = None, None
 
     def predicted_classes(self, out, size: tuple[int, int]) -> torch.Tensor:
         """Class ids [B, H, W] of a network output, logits upsampled bilinearly to ``size`` first."""

@@ -58,7 +58,7 @@ class TPS(AdaptationMethod):
     @property
     def adaptation_step(self) -> int:
         """Steps since adaptation started (negative during the source-only warm-up)."""
-        return self.global_step - self.warmup_steps
+        return self.step - self.warmup_steps
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         super().on_train_batch_start(batch, batch_idx)

@@ -9,12 +9,14 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 import torch
+from torchvision.utils import flow_to_image
 
 from dastc.viz.colour import colourise
 
 # Recorded tensor name -> column title, in column order. Label-like views are colourised with the palette.
 COLUMNS = {
     "frames": "frame",
+    "flow": "flow",
     "labels": "labels",
     "pseudo": "pseudo-labels",
     "confidence": "confidence",
@@ -36,10 +38,17 @@ def confidence_to_rgb(confidence: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
 
 
+def flow_to_rgb(flow: torch.Tensor) -> np.ndarray:
+    """Flow [2, H, W] in pixels -> the usual colour wheel (hue: direction, saturation: length relative to the
+    longest vector of this field), uint8 H x W x 3 (torchvision's flow_to_image)."""
+    return flow_to_image(flow.detach().float().cpu()).permute(1, 2, 0).numpy()
+
+
 def clip_views(record: Mapping[str, torch.Tensor], palette: np.ndarray) -> dict[str, list[np.ndarray | None]]:
     """Images per column title for one recorded clip. ``frames`` is [T, 3, H, W]; label-like views and
-    ``confidence`` are [T', H, W] for the last T' frames (pseudo-labels exist for (t-1, t), a validation label
-    for t alone): the earlier rows of that column stay empty (None)."""
+    ``confidence`` are [T', H, W] and ``flow`` [T', 2, H, W] for the last T' frames (pseudo-labels exist for
+    (t-1, t), a validation label for t alone, flow i lies on frame i+1): earlier rows of that column stay
+    empty (None)."""
     if "frames" not in record:
         raise KeyError(f"a sample panel needs the clip's frames, got only {sorted(record)}")
     count = record["frames"].shape[0]
@@ -50,11 +59,15 @@ def clip_views(record: Mapping[str, torch.Tensor], palette: np.ndarray) -> dict[
         if key == "frames":
             views[title] = list(frames_to_rgb(record[key]))
             continue
-        maps = record[key].detach().cpu().numpy()
-        if maps.shape[0] > count:
-            raise ValueError(f"{key} has {maps.shape[0]} frames, the clip {count}")
-        draw = confidence_to_rgb if key == "confidence" else (lambda m: colourise(m, palette))
-        views[title] = [None] * (count - maps.shape[0]) + [draw(m) for m in maps]
+        if len(record[key]) > count:
+            raise ValueError(f"{key} has {len(record[key])} frames, the clip {count}")
+        if key == "flow":
+            tiles = [flow_to_rgb(f) for f in record[key]]
+        elif key == "confidence":
+            tiles = [confidence_to_rgb(m) for m in record[key].detach().cpu().numpy()]
+        else:
+            tiles = [colourise(m, palette) for m in record[key].detach().cpu().numpy()]
+        views[title] = [None] * (count - len(tiles)) + tiles
     return views
 
 
