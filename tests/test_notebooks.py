@@ -58,3 +58,38 @@ def test_notebook_executes_without_error(name, data_dir, run_dir, monkeypatch):
         text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
         assert "DASTC on toy, step 4" in text
         assert len(images) == 3 + 4  # 3 validation clips; source, target, mix_s2t, mix_t2s
+
+
+def test_logged_metrics_reads_the_sparse_rows_of_the_csv_logger(tmp_path):
+    from dastc.report import logged_metrics
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv/metrics.csv").write_text(
+        "epoch,step,train/loss,val/mIoU\n0,9,1.5,\n0,19,1.25,\n0,19,,40.5\n1,29,0.75,\n"
+    )
+    curves = logged_metrics(tmp_path)
+    assert curves == {"train/loss": ([9, 19, 29], [1.5, 1.25, 0.75]), "val/mIoU": ([19], [40.5])}
+    with pytest.raises(FileNotFoundError, match="curves come from the CSV logger"):
+        logged_metrics(tmp_path / "elsewhere")
+
+
+def test_latest_run_is_the_newest_run_with_a_final_checkpoint(tmp_path):
+    import os
+
+    from dastc.checkpoint import latest_run
+    from dastc.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no run with checkpoints/last.ckpt under .*train"):
+        latest_run(tmp_path)
+    runs = {
+        "runs/a": 100,
+        "multiruns/m/0": 300,  # sweep jobs count too
+        "runs/b": 200,
+    }
+    for name, mtime in runs.items():
+        ckpt = tmp_path / "train" / name / "checkpoints/last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+        os.utime(ckpt, (mtime, mtime))
+    (tmp_path / "train/runs/c").mkdir()  # newer, but no checkpoint
+    assert latest_run(tmp_path) == tmp_path / "train/multiruns/m/0"
