@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -15,26 +17,54 @@ def run_dir_of(ckpt_path: str) -> str:
     return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
 
 
+def run_stamp(pattern: str) -> str:
+    """The name part of a new run directory: the time (``pattern`` as for ``${now:}``), or, when an outside
+    launcher started several processes of one run, a name they all share, so that every rank writes to one
+    directory: ``slurm-<job id>[_<array task>]`` for a multi-task SLURM job, ``torchrun-<rendezvous id>`` for
+    torchrun. (Processes that Lightning starts itself are told rank 0's directory; see use_job_output_dir.)"""
+    env = os.environ
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) > 1:
+        array = env.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{env['SLURM_JOB_ID']}" + (f"_{array}" if array else "")
+    if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
+        run_id = env["TORCHELASTIC_RUN_ID"]
+        if run_id in ("", "none"):
+            from dastc.errors import ConfigError
+
+            raise ConfigError(
+                "torchrun started this run without a rendezvous id, so its processes cannot agree on a run "
+                "directory: pass --rdzv-id=<name> (or --standalone on one node), or set paths.output_dir"
+            )
+        return f"torchrun-{run_id}"
+    return datetime.now().strftime(pattern)
+
+
 def register_resolvers() -> None:
     from dastc.checkpoint import run_dir_for
 
     for name, fn in (("run_dir_of", run_dir_of), ("run_dir_for", run_dir_for)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+    if not OmegaConf.has_resolver("run_stamp"):  # cached: one run, one name, however often it is resolved
+        OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
 
 
 register_resolvers()
 
 
 def use_job_output_dir(cfg) -> None:
-    """In a sweep, point ``paths.output_dir`` at the job's own directory (a single run already writes to it)."""
+    """Point ``paths.output_dir`` at Hydra's output directory of this process when it is another one: a sweep
+    job's own directory, or, in the processes Lightning starts for DDP, rank 0's run directory (they are
+    given ``hydra.run.dir``; their own ``paths.output_dir`` could name another second)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from omegaconf import open_dict
 
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if not HydraConfig.initialized():
+        return
+    job_dir = HydraConfig.get().runtime.output_dir
+    if job_dir and Path(job_dir).absolute() != Path(cfg.paths.output_dir).absolute():
         with open_dict(cfg):
-            cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
+            cfg.paths.output_dir = job_dir
 
 
 def compose_config(

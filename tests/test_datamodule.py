@@ -47,6 +47,23 @@ def test_stream_sampler_starts_where_a_run_left_off_and_continues_across_passes(
     assert list(sampler) == [10, 11, 12, 13]  # a second pass continues the stream, never repeats it
 
 
+def test_stream_sampler_shards_each_step_into_disjoint_blocks_like_one_process_with_the_global_batch():
+    ranks = [StreamSampler(start=4, length=12, batch_size=2, num_replicas=3, rank=r) for r in range(3)]
+    assert [len(r) for r in ranks] == [4, 4, 4]
+    shards = [list(r) for r in ranks]
+    assert shards == [[4, 5, 10, 11], [6, 7, 12, 13], [8, 9, 14, 15]]
+    single = list(StreamSampler(start=4, length=12, batch_size=6))
+    for step in range(2):  # the union of the ranks' batches of a step is the single process's batch
+        assert (
+            sorted(i for shard in shards for i in shard[2 * step : 2 * step + 2])
+            == single[6 * step : 6 * step + 6]
+        )
+    assert list(ranks[1]) == [18, 19, 24, 25]  # the next pass continues after all ranks' samples
+    assert list(StreamSampler(start=0, length=7, batch_size=3)) == list(
+        range(6)
+    )  # an incomplete step is left out
+
+
 def test_collate_refuses_mixed_label_presence():
     a = {"frames": torch.zeros(2, 3, 4, 4), "labels": torch.zeros(2, 4, 4, dtype=torch.long), "meta": {}}
     b = {"frames": torch.zeros(2, 3, 4, 4), "meta": {}}

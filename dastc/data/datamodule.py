@@ -10,8 +10,9 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dastc.data.class_index import (
     RareClassClips,
@@ -80,22 +81,32 @@ class PairedClips(Dataset):
         return pair
 
 
-class StreamSampler(Sampler[int]):
-    """Yields ``length`` consecutive sample indices of the endless stream per pass, each pass continuing where
-    the previous one stopped; the first starts at ``start`` (where a resumed run left off)."""
+class StreamSampler(DistributedSampler):
+    """Yields this rank's share of ``length`` consecutive sample indices of the endless stream per pass, each
+    pass continuing where the previous one stopped; the first starts at ``start`` (where a resumed run left
+    off). With ``num_replicas`` ranks, step k's global batch is indices ``start + k*B*R ... + (k+1)*B*R - 1``
+    (B = ``batch_size`` per rank, R ranks), rank r taking the r-th block of B: no sample twice, and the same
+    samples per step as one process with batch B*R; a last incomplete step is left out. A DistributedSampler,
+    so that Lightning does not wrap it in one."""
 
-    def __init__(self, start: int, length: int):
-        if start < 0 or length <= 0:
-            raise ValueError(f"bad stream range: start {start}, length {length}")
-        self.next_index, self.length = start, length
+    def __init__(self, start: int, length: int, batch_size: int = 1, num_replicas: int = 1, rank: int = 0):
+        if start < 0 or length <= 0 or batch_size <= 0:
+            raise ValueError(f"bad stream range: start {start}, length {length}, batch size {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} of {num_replicas}")
+        super().__init__(range(length), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.next_index, self.length, self.batch_size = start, length, batch_size
 
     def __iter__(self) -> Iterator[int]:
-        for _ in range(self.length):
-            self.next_index += 1
-            yield self.next_index - 1
+        step_size = self.batch_size * self.num_replicas
+        first = self.next_index + self.rank * self.batch_size
+        for k in range(self.length // step_size):
+            for b in range(self.batch_size):
+                yield first + k * step_size + b
+            self.next_index += step_size  # the pass's position, shared by every rank
 
     def __len__(self) -> int:
-        return self.length
+        return self.length // (self.batch_size * self.num_replicas) * self.batch_size
 
 
 class SkipBadClips(Dataset):
@@ -252,7 +263,9 @@ class PairedClipDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         self.samples_consumed = int(state.get("samples_consumed", 0))
 
-    def _loader(self, dataset: Dataset, batch_size: int, collate, sampler=None) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, collate, sampler=None, drop_last=False
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -262,7 +275,7 @@ class PairedClipDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
-            drop_last=sampler is not None,
+            drop_last=drop_last,
             generator=torch.Generator().manual_seed(self.seed),
         )
 
@@ -280,10 +293,24 @@ class PairedClipDataModule(L.LightningDataModule):
             length = (
                 trainer.max_steps * trainer.accumulate_grad_batches * self.batch_size * trainer.world_size
             )
-        sampler = StreamSampler(self.samples_consumed, length)
-        return self._loader(pairs, self.batch_size, collate_pairs, sampler=sampler)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = StreamSampler(self.samples_consumed, length, self.batch_size, world, rank)
+        return self._loader(pairs, self.batch_size, collate_pairs, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         self.setup()
         keys = ["val"] + [f"val_{name}" for name in self.val_names[1:]]
-        return [self._loader(self.datasets[key], self.val_batch_size, collate_clips) for key in keys]
+        loaders = []
+        for key in keys:
+            dataset, sampler = self.datasets[key], None
+            if self.trainer is not None and self.trainer.world_size > 1:
+                # Each clip scored once: Lightning's default sampler pads ranks with repeated clips, which the
+                # summed confusion matrices would count twice (method.md section 7 scores each clip once).
+                sampler = UnrepeatedDistributedSampler(
+                    dataset,
+                    num_replicas=self.trainer.world_size,
+                    rank=self.trainer.global_rank,
+                    shuffle=False,
+                )
+            loaders.append(self._loader(dataset, self.val_batch_size, collate_clips, sampler=sampler))
+        return loaders
