@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -50,6 +51,20 @@ def build_method(cfg: DictConfig, datamodule: PairedClipDataModule) -> Adaptatio
     )
     method.run_config = portable_config(cfg)
     return method
+
+
+def apply_speed_options(method: AdaptationMethod, model: DictConfig | dict) -> None:
+    """``model.channels_last`` and ``model.compile`` on the student and the teacher's network. Compilation is
+    in place (``nn.Module.compile``), so parameter names and checkpoints stay those of the plain network."""
+    networks = [method.student, method.teacher.model]
+    if model.get("channels_last"):
+        for network in networks:
+            network.to(memory_format=torch.channels_last)
+    if model.get("compile"):
+        for network in networks:
+            network.compile(
+                mode=model.get("compile_mode", "default"), backend=model.get("compile_backend", "inductor")
+            )
 
 
 def portable_config(cfg: DictConfig) -> dict:

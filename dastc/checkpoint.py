@@ -74,11 +74,15 @@ def load_run_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+# Backbone keys that change neither the weights' shapes nor the results: a checkpoint fits whatever they are.
+SPEED_AND_INIT_KEYS = ("pretrained", "num_classes", "activation_checkpointing")
+
+
 def describe_model(cfg: DictConfig | dict) -> dict:
     """What must match for weights to fit: the backbone config (without its weights file) and the classes."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    backbone = {k: v for k, v in cfg["backbone"].items() if k not in ("pretrained", "num_classes")}
+    backbone = {k: v for k, v in cfg["backbone"].items() if k not in SPEED_AND_INIT_KEYS}
     return {"backbone": backbone, "classes": list(cfg["dataset"]["class_names"])}
 
 

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 
-from dastc.build import build_callbacks, build_datamodule, build_loggers, build_method
+from dastc.build import apply_speed_options, build_callbacks, build_datamodule, build_loggers, build_method
 from dastc.checkpoint import check_compatible, init_weights_from, load_run_checkpoint, resolve_ckpt_path
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> dict:
             ),
             highlight=False,
         )
+    apply_speed_options(method, cfg.get("model", {}))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg, console) or False
     )

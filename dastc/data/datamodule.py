@@ -188,6 +188,7 @@ class PairedClipDataModule(L.LightningDataModule):
         val_batch_size: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
+        prefetch_factor: int | None = None,
         seed: int = 0,
         on_bad_clip: str = "raise",
         schedule: Mapping | None = None,
@@ -213,6 +214,7 @@ class PairedClipDataModule(L.LightningDataModule):
         self.prepare_cfg = prepare
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.prefetch_factor = prefetch_factor  # batches each worker prepares ahead (None: PyTorch's 2)
         self.on_bad_clip = on_bad_clip
         # The benchmark's recipe; the trainer, method and callback configs read it through interpolation.
         self.schedule = dict(schedule or {})
@@ -274,6 +276,7 @@ class PairedClipDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             collate_fn=collate,
             drop_last=drop_last,
             generator=torch.Generator().manual_seed(self.seed),
