@@ -47,3 +47,32 @@ if __name__ == "__main__":
         f"+callbacks.rank_record.path={out_dir}/rankRANK.pt",
     ]
     train(compose_config("train", overrides))
+
+
+def aggregate_rank(rank: int, world: int, port: int, path: str) -> None:
+    """torch.multiprocessing.spawn target: class aggregates and their gradients on this rank's half of a fixed
+    batch, summed over ranks with all_ranks_sum (gloo), saved for the test to compare with one process."""
+    import os
+
+    import torch.distributed as dist
+
+    from dastc.methods.alignment import all_ranks_sum, class_aggregates, intra_class_loss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data = torch.load(path.replace("RANK", "input"))
+        half = slice(rank * 2, rank * 2 + 2)
+        features = data["features"][half].clone().requires_grad_(True)
+        means, present = class_aggregates(
+            features, data["labels"][half], data["weights"][half], 4, 5, 255, all_ranks_sum
+        )
+        other = data["other"]
+        loss = intra_class_loss(means, other, present & other.abs().sum(1).gt(0))
+        loss.backward()
+        torch.save(
+            {"means": means.detach(), "present": present, "loss": loss.detach(), "grad": features.grad},
+            path.replace("RANK", str(rank)),
+        )
+    finally:
+        dist.destroy_process_group()

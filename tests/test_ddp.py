@@ -99,3 +99,40 @@ def test_sharded_validation_equals_a_single_process_evaluation(ddp_run, data_dir
     assert (
         single == logged["metrics"]
     )  # integer confusion counts: exactly equal when each clip is scored once
+
+
+def test_alignment_aggregates_summed_over_ranks_are_the_global_batch_ones(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    from ddp_worker import aggregate_rank
+
+    from dastc.methods.alignment import class_aggregates, intra_class_loss
+
+    torch.manual_seed(0)
+    data = {
+        "features": torch.randn(4, 6, 5, 7),
+        "labels": torch.randint(0, 4, (4, 5, 7)),
+        "weights": torch.rand(4, 5, 7),
+        "other": torch.randn(4, 6),
+    }
+    data["labels"][:2][data["labels"][:2] == 3] = 2  # class 3 only in rank 1's half
+    data["labels"][2:][data["labels"][2:] == 0] = 255  # class 0 only in rank 0's half
+    torch.save(data, tmp_path / "input.pt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(aggregate_rank, args=(2, port, str(tmp_path / "RANK.pt")), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+
+    features = data["features"].clone().requires_grad_(True)
+    means, present = class_aggregates(features, data["labels"], data["weights"], 4, 5)
+    loss = intra_class_loss(means, data["other"], present & data["other"].abs().sum(1).gt(0))
+    loss.backward()
+    assert present.all()  # classes 0 and 3 are each on one rank only, yet present in the global aggregate
+    for r, rank in enumerate(ranks):
+        torch.testing.assert_close(rank["means"], means.detach())
+        assert torch.equal(rank["present"], present)
+        torch.testing.assert_close(rank["loss"], loss.detach())
+        # Each rank's pixels get 2x the single-process gradient; DDP's averaging over 2 ranks makes it exact.
+        torch.testing.assert_close(rank["grad"] / 2, features.grad[2 * r : 2 * r + 2])

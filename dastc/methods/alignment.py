@@ -9,8 +9,17 @@ released form (multi-kernel RBF MMD between class-mean matrices).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.distributed.nn.functional
 import torch.nn.functional as F
+
+
+def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over DDP ranks that gradients flow through: each rank's pixels get the gradient of the loss of the
+    global aggregates (with DDP's gradient averaging, exactly the single-process gradient of the global batch)."""
+    return torch.distributed.nn.functional.all_reduce(tensor)
 
 
 def class_aggregates(
@@ -20,12 +29,14 @@ def class_aggregates(
     num_classes: int,
     min_pixels: int = 5,
     ignore_index: int = 255,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class weighted means of ``features`` [N, D, h, w] over all pixels of all N frames.
 
     ``labels`` [N, h, w] (at the feature resolution; ``ignore_index`` skipped), ``weights`` [N, h, w] (the
     pixels' confidences; None: 1). Returns ``means`` [C, D] and ``present`` [C] (at least ``min_pixels``
-    pixels with positive weight); absent classes have zero means.
+    pixels with positive weight); absent classes have zero means. ``reduce`` sums the per-class sums, weights
+    and pixel counts over DDP ranks (``all_ranks_sum``), so that the means are those of every rank's clips.
     """
     d = features.shape[1]
     flat = features.permute(0, 2, 3, 1).reshape(-1, d)
@@ -35,7 +46,9 @@ def class_aggregates(
     flat, labels, w = flat[valid], labels[valid], w[valid]
     sums = flat.new_zeros(num_classes, d).index_add_(0, labels, flat * w[:, None])
     total = flat.new_zeros(num_classes).index_add_(0, labels, w)
-    counts = torch.bincount(labels, minlength=num_classes)
+    counts = torch.bincount(labels, minlength=num_classes).to(flat.dtype)
+    if reduce is not None:
+        sums, total, counts = reduce(sums), reduce(total), reduce(counts)
     present = counts >= min_pixels
     means = sums / total.clamp(min=1e-12)[:, None]
     return means * present[:, None], present

@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from dastc.flow.warp import compose
-from dastc.methods.alignment import class_aggregates, inter_class_loss, intra_class_loss, mmd_loss
+from dastc.methods.alignment import (
+    all_ranks_sum,
+    class_aggregates,
+    inter_class_loss,
+    intra_class_loss,
+    mmd_loss,
+)
 from dastc.methods.fusion import (
     blend_features,
     choose_source_classes,
@@ -61,6 +67,9 @@ class AlignConfig:
     min_pixels: int = 5
     # Also aggregate a (t, t-2) target pass, averaged with (t, t-1) as the authors do.
     second_pass: bool = True
+    # Under DDP, sum the class aggregates over ranks (one global aggregate per class and domain, as one process
+    # with the global batch would have); false: each rank aligns its own clips' aggregates.
+    sync_ranks: bool = True
 
 
 class DASTC(TPS):
@@ -185,8 +194,8 @@ class DASTC(TPS):
     def alignment_loss(
         self, source_out, source_labels, target, student_target, target_out, pseudo, confidence
     ) -> torch.Tensor:
-        """Category-aware alignment of this step's clips. Under DDP the class aggregates are per rank (each rank
-        aligns its own clips; nothing is all-reduced), as with the batch size of 1 clip per GPU of the paper."""
+        """Category-aware alignment of this step's clips. Under DDP the class aggregates are summed over ranks
+        (``align.sync_ranks``): every rank aligns the aggregates of the whole global batch."""
         cfg = self.align
         # Source pixels count where the prediction agrees with the ground truth, weighted by its confidence.
         probs = F.softmax(source_out.logits.detach(), 1)
@@ -218,8 +227,10 @@ class DASTC(TPS):
     def _aggregate(self, out: SegmentationOutput, labels, weights):
         # The MMD variant compares class-mean logits (the authors' code); the cosine losses deep features.
         values = out.logits if self.align.loss == "mmd" else out.features
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        reduce = all_ranks_sum if self.align.sync_ranks and distributed else None
         return class_aggregates(
-            values, labels, weights, self.num_classes, self.align.min_pixels, self.ignore_index
+            values, labels, weights, self.num_classes, self.align.min_pixels, self.ignore_index, reduce
         )
 
     def _at(self, out: SegmentationOutput, labels: torch.Tensor, weights: torch.Tensor, agree_with=None):
