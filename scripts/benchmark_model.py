@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -28,18 +26,8 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
+from dastc.bench import device_name, peak_memory_mb, synchronize
 from dastc.config import compose_config
-
-
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _measure(job: dict) -> dict:
@@ -57,7 +45,7 @@ def _measure(job: dict) -> dict:
     labels = torch.randint(0, job["classes"], (b, h, w), device=device)
     result = {"precision": precision, "channels_last": channels_last}
     if precision == "idle":
-        result["peak_memory_mb"] = _peak_mb(device)
+        result["peak_memory_mb"] = peak_memory_mb(device)
         return result
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -83,21 +71,15 @@ def _measure(job: dict) -> dict:
         model.train(train_mode)
         times = []
         for step in range(job["warmup"] + job["steps"]):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             if step >= job["warmup"]:
                 times.append(time.perf_counter() - start)
         result[name] = statistics.median(times)
-    result["peak_memory_mb"] = _peak_mb(device)
+    result["peak_memory_mb"] = peak_memory_mb(device)
     return result
-
-
-def _peak_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:
@@ -135,10 +117,10 @@ def main() -> None:
         with context.Pool(1) as pool:  # a fresh process per configuration: clean peak memory
             results.append(pool.apply(_measure, (job,)))
 
-    device_name = _device_name(args.device)
+    machine = device_name(args.device)
     table = Table(
         title=f"{' '.join(overrides)}: batch {args.batch} x {args.frames} frames at "
-        f"{args.height}x{args.width}, {device_name}"
+        f"{args.height}x{args.width}, {machine}"
     )
     for column in ("precision", "channels_last", "forward (s)", "forward+backward (s)", "peak memory (MB)"):
         table.add_column(column, justify="right")
@@ -158,7 +140,7 @@ def main() -> None:
         json.dumps(
             {
                 "overrides": overrides,
-                "device": device_name,
+                "device": machine,
                 "torch": torch.__version__,
                 **{k: v for k, v in base.items() if k != "device"},
                 "results": results,

@@ -105,3 +105,55 @@ def test_published_rows_average_to_the_published_miou():
                 benchmark,
                 method,
             )  # rounded figures
+
+
+def test_benchmark_train_times_both_methods_counts_flops_and_times_the_loader(data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "benchmark_train.py"),
+            "--dataset",
+            "toy",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--loader-batches",
+            "2",
+            "--peak-tflops",
+            "1.0",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            "backbone.depth=18",
+            "dataset.batch_size=2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    so, dastc = result["steps"]
+    assert (so["method"], dastc["method"]) == ("source_only", "dastc")
+    # Every DA-STC component runs from the first step: all seven loss terms.
+    assert set(dastc["loss_terms"]) == {
+        "source_ce",
+        "target_ce",
+        "mix_s2t_ce",
+        "mix_t2s_ce",
+        "feat_s2t_ce",
+        "feat_t2s_ce",
+        "align",
+    }
+    assert so["loss_terms"] == ["source_ce"]
+    assert dastc["gflops_per_step"] > 3 * so["gflops_per_step"] > 0  # far more passes per step
+    for row in (so, dastc):
+        assert row["clips_per_s"] == 2 / row["step_s"]
+        assert row["mfu"] == row["gflops_per_step"] * 1e9 / row["step_s"] / 1e12
+    assert result["dastc_over_source_only"] == dastc["step_s"] / so["step_s"]
+    assert result["loader"]["dataset"] == "toy" and result["loader"]["clips_per_s"] > 0
+    assert "DA-STC step / source-only step" in proc.stdout
