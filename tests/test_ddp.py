@@ -20,23 +20,9 @@ TESTS = Path(__file__).resolve().parent
 BATCH = 2  # per rank
 
 
-@pytest.fixture(scope="module")
-def ddp_run(data_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    overrides = [
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={root}/outputs",  # the run directory is named by the launcher, not given
-        "trainer=cpu",
-        "trainer.devices=2",
-        "trainer.strategy=ddp",
-        "trainer.max_steps=3",
-        "method=dastc",
-        "dataset.schedule.warmup_steps=1",
-        "dataset.schedule.feature_fusion_start=0",
-        "dataset.schedule.val_every=3",
-        f"dataset.batch_size={BATCH}",
-        "logger=csv",
-    ]
+def _torchrun(root: Path, overrides: list[str]) -> None:
+    """``dastc.train`` in 2 CPU processes (gloo) started by torchrun, each saving its view to root/rank<r>.pt."""
+    root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
@@ -47,6 +33,31 @@ def ddp_run(data_dir, tmp_path_factory):
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+
+def _overrides(data_dir, log_dir, steps: int) -> list[str]:
+    return [
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={log_dir}",  # the run directory is named by the launcher, not given
+        "trainer=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        f"trainer.max_steps={steps}",
+        "method=dastc",
+        "dataset.schedule.warmup_steps=1",
+        "dataset.schedule.feature_fusion_start=0",
+        "dataset.schedule.val_every=3",
+        "dataset.schedule.poly_horizon=10",  # the lr schedule must not depend on where a run stops
+        f"dataset.batch_size={BATCH}",
+        "logger=csv",
+    ]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    overrides = _overrides(data_dir, root / "outputs", 3)
+    _torchrun(root, overrides)
     records = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
     (run_dir,) = (root / "outputs/train/runs").iterdir()
     return records, run_dir, overrides
@@ -62,6 +73,15 @@ def test_every_rank_ends_with_the_same_student_and_teacher(ddp_run):
     # ... and training moved them: the teacher is not still its initial copy of an untrained student.
     assert first["teacher"]["steps"] == 2  # two EMA updates after the warm-up step (its restart: the third)
     assert not all(torch.equal(v, first["teacher"][f"model.{k}"]) for k, v in first["student"].items())
+
+
+def test_the_checkpoint_keeps_each_ranks_own_random_state(ddp_run):
+    _, run_dir, _ = ddp_run
+    stored = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    states = stored["dastc_rng_per_rank"]
+    assert len(states) == 2
+    assert not torch.equal(states[0]["torch"], states[1]["torch"])  # ranks draw their own dropout masks
+    assert torch.equal(stored["dastc_rng"]["torch"], states[0]["torch"])
 
 
 def test_ranks_see_disjoint_clips_that_make_up_the_single_process_global_batch(ddp_run, data_dir):
@@ -136,3 +156,24 @@ def test_alignment_aggregates_summed_over_ranks_are_the_global_batch_ones(tmp_pa
         torch.testing.assert_close(rank["loss"], loss.detach())
         # Each rank's pixels get 2x the single-process gradient; DDP's averaging over 2 ranks makes it exact.
         torch.testing.assert_close(rank["grad"] / 2, features.grad[2 * r : 2 * r + 2])
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumed_from_a_periodic_checkpoint_ends_with_the_uninterrupted_weights(data_dir, tmp_path):
+    # Dropout (ACCEL's head) draws differ per rank: each rank's random state must come back with the checkpoint.
+    extra = ["backbone=accel", "backbone.depth=18", "dataset.schedule.ckpt_every=2"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    _torchrun(whole, [*_overrides(data_dir, whole / "outputs", 4), *extra])
+    (run_dir,) = (whole / "outputs/train/runs").iterdir()
+    periodic = run_dir / "checkpoints/step000002.ckpt"
+    assert (
+        torch.load(periodic, weights_only=False)["PairedClipDataModule"]["samples_consumed"] == 2 * 2 * BATCH
+    )
+    _torchrun(resumed, [*_overrides(data_dir, whole / "outputs", 4), *extra, f"ckpt_path={periodic}"])
+    for rank in range(2):
+        a = torch.load(whole / f"rank{rank}.pt", weights_only=False)
+        b = torch.load(resumed / f"rank{rank}.pt", weights_only=False)
+        assert [s["source"] for s in b["steps"]] == [s["source"] for s in a["steps"][2:]]  # the same clips
+        for net in ("student", "teacher"):
+            for name, value in a[net].items():
+                assert torch.equal(value, b[net][name]), f"rank {rank}: {net}.{name}"

@@ -258,7 +258,9 @@ class PairedClipDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         consumed = self.samples_consumed
         if self.trainer is not None:  # the loop's batch count is itself restored on resume: it is absolute
-            batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+            # "processed", not "completed": checkpoints written at a step's end (every_n_train_steps, save_last)
+            # are saved before Lightning counts that batch completed, and its samples are already consumed.
+            batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
             consumed = batches * self.batch_size * self.trainer.world_size
         return {"samples_consumed": consumed}
 

@@ -201,6 +201,17 @@ class AdaptationMethod(L.LightningModule):
         if self.replaced_clips:
             self.log("train/bad_clips_skipped", float(len(self.replaced_clips)), reduce_fx="max")
 
+    def on_fit_start(self) -> None:
+        # Every rank built the networks from the same seed (the teacher copies the student before DDP syncs
+        # it); from here on each rank draws its own dropout masks and augmentation numbers.
+        if self.trainer.world_size > 1 and self.run_config is not None:
+            seed = int(
+                np.random.SeedSequence([self.run_config["seed"], self.global_rank]).generate_state(1)[0]
+            )
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # A resumed run gets back the random state it had when its checkpoint was written, applied now that the
         # data loaders have started, so that it continues exactly like the uninterrupted run.
@@ -256,13 +267,29 @@ class AdaptationMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["dastc_config"] = self.run_config
-        checkpoint["dastc_rng"] = {
+        state = {
             "python": random.getstate(),
             # As a tensor, so that Lightning can restore the checkpoint with weights_only loading.
             "numpy": _numpy_state_as_tensors(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
+        checkpoint["dastc_rng"] = state
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Every rank draws its own dropout and augmentation numbers: keep each rank's state (every rank
+            # runs this hook; rank 0 writes the file).
+            states = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(states, state)
+            checkpoint["dastc_rng_per_rank"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._pending_rng = checkpoint.get("dastc_rng")
+        per_rank = checkpoint.get("dastc_rng_per_rank")
+        rank = self.global_rank if self._trainer is not None else 0
+        if per_rank is not None and len(per_rank) != (self.trainer.world_size if self._trainer else 1):
+            log.warning(
+                "the checkpoint was written by %d processes and is resumed by another number: the random "
+                "streams continue from rank 0's, so the continued run is not bit-identical to an uninterrupted one",
+                len(per_rank),
+            )
+            per_rank = None
+        self._pending_rng = per_rank[rank] if per_rank is not None else checkpoint.get("dastc_rng")
