@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 QUICK = [
     "trainer.max_steps=6",
     "dataset.schedule.val_every=3",
@@ -53,24 +51,20 @@ def test_train_then_eval_reproduces_the_validation_miou(data_dir, tmp_path):
     assert "Target mIoU" in proc.stdout
 
 
-@pytest.mark.parametrize(
-    "logger,expected",
-    [("wandb", "wandb/offline-run-*/run-*.wandb"), ("tensorboard", "tensorboard/events.out.tfevents.*")],
-)
-def test_other_loggers_work_offline(data_dir, tmp_path, logger, expected):
+def test_other_loggers_work_offline(data_dir, tmp_path):
     out = tmp_path / "run"
     proc = run(
         "dastc.train",
         f"paths.data_dir={data_dir}",
         f"paths.output_dir={out}",
-        f"logger={logger}",
+        "logger=[tensorboard,wandb]",
         "callbacks=none",
         *QUICK,
         cwd=tmp_path,
     )
-    assert list(out.glob(expected)), proc.stdout[-2000:]
-    if logger == "wandb":
-        assert "W&B is logging offline" in proc.stdout
+    for expected in ("wandb/offline-run-*/run-*.wandb", "tensorboard/events.out.tfevents.*"):
+        assert list(out.glob(expected)), proc.stdout[-2000:]
+    assert "W&B is logging offline" in proc.stdout
 
 
 def test_unknown_dataset_fails_with_a_short_message(tmp_path):
@@ -117,22 +111,6 @@ def test_default_run_directory_and_generation_in_data_dir(tmp_path):
     assert (tmp_path / "data" / "toy" / "spec.json").is_file()
     (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     assert (run_dir / "metrics.json").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
-
-
-def test_multirun_gives_each_job_its_own_directory(data_dir, tmp_path):
-    run(
-        "dastc.train",
-        "-m",
-        "seed=1,2",
-        f"paths.data_dir={data_dir}",
-        "trainer.max_steps=2",
-        "dataset.schedule.val_every=2",
-        "callbacks=none",
-        cwd=tmp_path,
-    )
-    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
-    assert jobs == ["0", "1"]
 
 
 def test_train_with_the_accel_backbone(data_dir, tmp_path):

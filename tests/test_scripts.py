@@ -1,10 +1,13 @@
 """The scripts in scripts/, run as a user would (subprocesses), on tiny settings."""
 
+import importlib.util
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from dastc.metrics.published import CLASSES, published
 
@@ -107,6 +110,58 @@ def test_published_rows_average_to_the_published_miou():
             )  # rounded figures
 
 
+def _benchmark_train_module():
+    spec = importlib.util.spec_from_file_location("benchmark_train", ROOT / "scripts" / "benchmark_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_train_step_runs_every_dastc_loss_and_counts_its_flops(data_dir):
+    bench = _benchmark_train_module()
+    common = {"device": "cpu", "precision": "32-true", "warmup": 0, "steps": 1, "peak_tflops": 1.0}
+    sizes = {
+        "source_size": (48, 96),
+        "target_size": (32, 64),
+    }  # source larger: cropped for mixing, as on SYNTHIA
+    rows = {}
+    for method in ("source_only", "dastc"):
+        overrides = [
+            f"paths.data_dir={data_dir}",
+            "backbone=accel",
+            "backbone.depth=18",
+            f"method={method}",
+            "dataset.batch_size=1",
+            "dataset.schedule.warmup_steps=0",
+            "dataset.schedule.feature_fusion_start=0",
+        ]
+        rows[method] = bench._measure_step({**common, **sizes, "method": method, "overrides": overrides})
+    so, dastc = rows["source_only"], rows["dastc"]
+    assert set(dastc["loss_terms"]) == {
+        "source_ce",
+        "target_ce",
+        "mix_s2t_ce",
+        "mix_t2s_ce",
+        "feat_s2t_ce",
+        "feat_t2s_ce",
+        "align",
+    }
+    assert so["loss_terms"] == ["source_ce"]
+    assert dastc["gflops_per_step"] > 3 * so["gflops_per_step"] > 0
+    for row in (so, dastc):
+        assert row["clips_per_s"] == 1 / row["step_s"]
+        assert row["mfu"] == row["gflops_per_step"] * 1e9 / row["step_s"] / 1e12
+    loader = bench._measure_loader(
+        {"overrides": [f"paths.data_dir={data_dir}", "method=dastc"], "batches": 2}
+    )
+    assert loader["dataset"] == "toy" and loader["clips_per_s"] > 0
+    missing = bench._measure_loader(
+        {"overrides": ["dataset=synthia", f"paths.data_dir={data_dir}"], "batches": 1}
+    )
+    assert "SYNTHIA-Seq is not at" in missing["error"]
+
+
+@pytest.mark.slow
 def test_benchmark_train_times_both_methods_counts_flops_and_times_the_loader(data_dir, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
