@@ -177,3 +177,43 @@ def test_a_ddp_run_resumed_from_a_periodic_checkpoint_ends_with_the_uninterrupte
         for net in ("student", "teacher"):
             for name, value in a[net].items():
                 assert torch.equal(value, b[net][name]), f"rank {rank}: {net}.{name}"
+
+
+def test_run_stamp_is_shared_by_the_processes_of_one_launch(monkeypatch):
+    from dastc.config import run_stamp
+    from dastc.errors import ConfigError
+
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_ARRAY_TASK_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert len(run_stamp("%Y-%m-%d_%H-%M-%S")) == 19  # a plain run: its start time
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert run_stamp("%Y").isdigit()  # one SLURM task: an ordinary run
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert run_stamp("%Y") == "slurm-4242"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert run_stamp("%Y") == "slurm-4242_3"
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "synthia-tps")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert run_stamp("%Y") == "torchrun-synthia-tps"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun without --rdzv-id or --standalone
+    with pytest.raises(ConfigError, match="pass --rdzv-id"):
+        run_stamp("%Y")
+
+
+def test_processes_started_by_lightning_write_into_rank_zeros_run_directory(tmp_path):
+    # Lightning starts ranks 1.. with hydra.run.dir=<rank 0's directory>; their own ${run_stamp} may name
+    # another second, so the run takes Hydra's output directory.
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    from dastc.config import use_job_output_dir
+
+    cfg = compose_config("train", [], output_dir=tmp_path / "rank1-own-guess")
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.runtime.output_dir = str(tmp_path / "rank0")
+    use_job_output_dir(cfg)
+    assert cfg.paths.output_dir == str(tmp_path / "rank0")
