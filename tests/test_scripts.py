@@ -110,6 +110,18 @@ def test_published_rows_average_to_the_published_miou():
             )  # rounded figures
 
 
+def _check_step_rows(so: dict, dastc: dict, batch: int) -> None:
+    # Every DA-STC component runs from the first step: all seven loss terms, far more FLOPs than source-only.
+    assert set(dastc["loss_terms"]) == {
+        "source_ce", "target_ce", "mix_s2t_ce", "mix_t2s_ce", "feat_s2t_ce", "feat_t2s_ce", "align"
+    }  # fmt: skip
+    assert so["loss_terms"] == ["source_ce"]
+    assert dastc["gflops_per_step"] > 3 * so["gflops_per_step"] > 0
+    for row in (so, dastc):
+        assert row["clips_per_s"] == batch / row["step_s"]
+        assert row["mfu"] == row["gflops_per_step"] * 1e9 / row["step_s"] / 1e12
+
+
 def _benchmark_train_module():
     spec = importlib.util.spec_from_file_location("benchmark_train", ROOT / "scripts" / "benchmark_train.py")
     module = importlib.util.module_from_spec(spec)
@@ -136,21 +148,7 @@ def test_benchmark_train_step_runs_every_dastc_loss_and_counts_its_flops(data_di
             "dataset.schedule.feature_fusion_start=0",
         ]
         rows[method] = bench._measure_step({**common, **sizes, "method": method, "overrides": overrides})
-    so, dastc = rows["source_only"], rows["dastc"]
-    assert set(dastc["loss_terms"]) == {
-        "source_ce",
-        "target_ce",
-        "mix_s2t_ce",
-        "mix_t2s_ce",
-        "feat_s2t_ce",
-        "feat_t2s_ce",
-        "align",
-    }
-    assert so["loss_terms"] == ["source_ce"]
-    assert dastc["gflops_per_step"] > 3 * so["gflops_per_step"] > 0
-    for row in (so, dastc):
-        assert row["clips_per_s"] == 1 / row["step_s"]
-        assert row["mfu"] == row["gflops_per_step"] * 1e9 / row["step_s"] / 1e12
+    _check_step_rows(rows["source_only"], rows["dastc"], batch=1)
     loader = bench._measure_loader(
         {"overrides": [f"paths.data_dir={data_dir}", "method=dastc"], "batches": 2}
     )
@@ -194,21 +192,7 @@ def test_benchmark_train_times_both_methods_counts_flops_and_times_the_loader(da
     result = json.loads(out.read_text())
     so, dastc = result["steps"]
     assert (so["method"], dastc["method"]) == ("source_only", "dastc")
-    # Every DA-STC component runs from the first step: all seven loss terms.
-    assert set(dastc["loss_terms"]) == {
-        "source_ce",
-        "target_ce",
-        "mix_s2t_ce",
-        "mix_t2s_ce",
-        "feat_s2t_ce",
-        "feat_t2s_ce",
-        "align",
-    }
-    assert so["loss_terms"] == ["source_ce"]
-    assert dastc["gflops_per_step"] > 3 * so["gflops_per_step"] > 0  # far more passes per step
-    for row in (so, dastc):
-        assert row["clips_per_s"] == 2 / row["step_s"]
-        assert row["mfu"] == row["gflops_per_step"] * 1e9 / row["step_s"] / 1e12
+    _check_step_rows(so, dastc, batch=2)
     assert result["dastc_over_source_only"] == dastc["step_s"] / so["step_s"]
     assert result["loader"]["dataset"] == "toy" and result["loader"]["clips_per_s"] > 0
     assert "DA-STC step / source-only step" in proc.stdout
