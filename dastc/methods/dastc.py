@@ -88,7 +88,7 @@ class DASTC(TPS):
         pseudo, confidence = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
         self.record("target", frames=augmented, pseudo=pseudo, confidence=confidence)
-        student_target = {"frames": augmented[:, 1:], "flow": target["flow"][:, 1:], "all_frames": augmented}
+        student_target = {**self.student_view(target, augmented), "all_frames": augmented}
         target_out = self.student(student_target["frames"], student_target["flow"])
         losses = {
             "source_ce": source_ce,
@@ -112,7 +112,7 @@ class DASTC(TPS):
     # --- 6a / 6b: fusion --------------------------------------------------------------------------------------
     def paste_source(self, source: dict) -> dict:
         """The source clip whose pixels are pasted: another clip of the batch, or the previous step's clip."""
-        clip = {k: source[k] for k in ("frames", "flow", "labels")}
+        clip = {k: source[k] for k in ("frames", "flow", "labels") if source.get(k) is not None}
         if source["frames"].shape[0] > 1:
             return {k: v.roll(1, 0) for k, v in clip.items()}
         previous, self._previous_source = self._previous_source, {k: v.detach() for k, v in clip.items()}
@@ -153,9 +153,9 @@ class DASTC(TPS):
             self.record("mix_s2t", frames=s2t_image["frames"], labels=s2t_image["labels"])
             self.record("mix_t2s", frames=t2s["frames"], labels=t2s["labels"])
             losses["mix_s2t_ce"] = self.lambda_target * self.ce(
-                self.student(s2t_image["frames"], s2t_image["flow"]), s2t_image["labels"][:, -1]
+                self.student(s2t_image["frames"], s2t_image.get("flow")), s2t_image["labels"][:, -1]
             )
-            losses["mix_t2s_ce"] = self.ce(self.student(t2s["frames"], t2s["flow"]), t2s["labels"][:, -1])
+            losses["mix_t2s_ce"] = self.ce(self.student(t2s["frames"], t2s.get("flow")), t2s["labels"][:, -1])
         if cfg.feature and self.adaptation_step >= cfg.feature_start:
             shallow_t = self.student.encode_shallow(target["frames"])
             shallow_p = self.student.encode_shallow(paste["frames"])
@@ -168,9 +168,9 @@ class DASTC(TPS):
                 blend_features(own, other, target_mask, cfg.alpha)
                 for own, other in zip(shallow_s, shallow_t, strict=True)
             ]
-            out = self.student(target["frames"], s2t["flow"], shallow=mixed_s2t)
+            out = self.student(target["frames"], s2t.get("flow"), shallow=mixed_s2t)
             losses["feat_s2t_ce"] = self.lambda_target * self.ce(out, s2t["labels"][:, -1])
-            out = self.student(source["frames"], t2s["flow"], shallow=mixed_t2s)
+            out = self.student(source["frames"], t2s.get("flow"), shallow=mixed_t2s)
             losses["feat_t2s_ce"] = self.ce(out, t2s["labels"][:, -1])
         return losses
 
@@ -204,7 +204,9 @@ class DASTC(TPS):
         # Target pixels by pseudo-label, weighted by the teacher's confidence; (t, t-1) and (t, t-2) passes.
         outs = [target_out]
         # A network that ignores earlier frames would give the (t, t-2) pass exactly the (t, t-1) one.
-        if cfg.second_pass and getattr(self.student, "uses_previous_frame", True):
+        # Images (clips of one frame) have no (t, t-2) pass: their aggregates are over space alone.
+        video = student_target["all_frames"].shape[1] == 3
+        if cfg.second_pass and video and getattr(self.student, "uses_previous_frame", True):
             frames = student_target["all_frames"][:, [0, 2]]  # (t-2, t), augmented like the first pass
             flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]  # t -> t-1 -> t-2
             outs.append(self.student(frames, flow))

@@ -21,13 +21,16 @@ def clip_pseudo_labels(
     teacher, frames: torch.Tensor, flow: torch.Tensor, flip: bool = False, ignore_index: int = 255
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pseudo-labels and confidences [B, 2, H, W] for frames (t-1, t) of target clips (t-2, t-1, t): the
-    teacher's prediction of t-1 and that prediction carried onto t.
+    teacher's prediction of t-1 and that prediction carried onto t. For images (clips of one frame): [B, 1, H, W],
+    the teacher's prediction of the image itself (see ``image_pseudo_labels``).
 
     ``flow[:, 0]`` maps t-1 onto t-2 (the teacher's two-frame input), ``flow[:, 1]`` maps t onto t-1 (carries
     the prediction to t). ``flip`` runs the teacher on the mirrored clip (flow x negated) and mirrors its
     probabilities back. Pixels of t whose flow leads outside frame t-1 get ``ignore_index`` and confidence 0.
     """
-    if frames.shape[1] != 3 or flow.shape[1] != 2:
+    if frames.shape[1] == 1:  # an image (method.md section 9): the teacher's own prediction, no warping
+        return image_pseudo_labels(teacher, frames, flow, flip)
+    if frames.shape[1] != 3 or flow is None or flow.shape[1] != 2:
         raise ValueError(
             f"temporal pseudo-labels need clips (t-2, t-1, t) with 2 flows, got {tuple(frames.shape)}"
         )
@@ -45,3 +48,19 @@ def clip_pseudo_labels(
     confidence[outside] = 0.0
     previous_confidence, previous_labels = probs.max(1)
     return torch.stack((previous_labels, labels), 1), torch.stack((previous_confidence, confidence), 1)
+
+
+@torch.no_grad()
+def image_pseudo_labels(
+    teacher, frames: torch.Tensor, flow: torch.Tensor | None = None, flip: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-labels and confidences [B, 1, H, W] of images (clips of one frame [B, 1, 3, H, W]): the teacher's
+    prediction of the image, made on the mirrored image when ``flip``, as the image-DA mean teachers do."""
+    if flip:
+        frames = frames.flip(-1)
+    logits = teacher(frames, flow).logits
+    probs = F.softmax(F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False), 1)
+    if flip:
+        probs = probs.flip(-1)
+    confidence, labels = probs.max(1)
+    return labels[:, None], confidence[:, None]

@@ -69,7 +69,15 @@ class TPS(AdaptationMethod):
         """Teacher pseudo-labels and confidences [B, 2, H, W] of the target clips' frames (t-1, t), mirrored
         with probability ``flip_prob``."""
         flip = bool(torch.rand(()) < self.flip_prob)
-        return clip_pseudo_labels(self.teacher, target["frames"], target["flow"], flip, self.ignore_index)
+        return clip_pseudo_labels(self.teacher, target["frames"], target.get("flow"), flip, self.ignore_index)
+
+    @staticmethod
+    def student_view(target: dict, frames: torch.Tensor) -> dict:
+        """What the student sees of target clips: the pair (t-1, t) of a (t-2, t-1, t) clip with the flow of t,
+        or an image (a clip of one frame, method.md section 9) alone."""
+        if frames.shape[1] == 1:
+            return {"frames": frames, "flow": None}
+        return {"frames": frames[:, 1:], "flow": target["flow"][:, 1:]}
 
     def augmented_target(self, target: dict) -> torch.Tensor:
         """The target clips' frames (t-2, t-1, t) strongly augmented, one draw per clip for all its frames."""
@@ -86,5 +94,6 @@ class TPS(AdaptationMethod):
         pseudo, confidence = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
         self.record("target", frames=augmented, pseudo=pseudo, confidence=confidence)
-        out = self.student(augmented[:, 1:], target["flow"][:, 1:])
+        view = self.student_view(target, augmented)
+        out = self.student(view["frames"], view["flow"])
         return {"source_ce": source_ce, "target_ce": self.lambda_target * self.ce(out, pseudo[:, -1])}
