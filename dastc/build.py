@@ -45,6 +45,7 @@ def build_method(cfg: DictConfig, datamodule: PairedClipDataModule) -> Adaptatio
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
         eval_classes=datamodule.eval_classes,
+        report_subsets=datamodule.report_subsets,
         val_names=datamodule.val_names,
         ignore_index=datamodule.ignore_index,
         _convert_="all",

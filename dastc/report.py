@@ -16,22 +16,33 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+def subset_names(metrics: dict[str, dict]) -> list[str]:
+    """The means reported beside mIoU (``dataset.report_subsets``, e.g. mIoU13), in the order stored."""
+    return [k for k in next(iter(metrics.values())) if k not in ("mIoU", "IoU")]
+
+
 def markdown_table(metrics: dict[str, dict]) -> str:
-    """One row per validation set: per-class IoU (%) then mIoU."""
-    names = list(next(iter(metrics.values()))["IoU"])
-    lines = ["| set | " + " | ".join(names) + " | mIoU |", "|---" * (len(names) + 2) + "|"]
+    """One row per validation set: per-class IoU (%), mIoU, then any subset means (mIoU13 ...)."""
+    names, subsets = list(next(iter(metrics.values()))["IoU"]), subset_names(metrics)
+    lines = [
+        "| set | " + " | ".join([*names, "mIoU", *subsets]) + " |",
+        "|---" * (len(names) + len(subsets) + 2) + "|",
+    ]
     for set_name, result in metrics.items():
         cells = [_fmt(result["IoU"][n]) for n in names] + [f"**{_fmt(result['mIoU'])}**"]
+        cells += [_fmt(result[sub]) for sub in subsets]
         lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def csv_table(metrics: dict[str, dict]) -> str:
-    """One row per class plus ``mIoU``, one column per validation set (IoU in %, empty when undefined)."""
+    """One row per class, ``mIoU`` and any subset means, one column per validation set (IoU in %, empty when
+    undefined)."""
     names = list(next(iter(metrics.values()))["IoU"])
     rows = [["class", *metrics]]
     rows += [[name, *(_csv(result["IoU"][name]) for result in metrics.values())] for name in names]
-    rows.append(["mIoU", *(_csv(result["mIoU"]) for result in metrics.values())])
+    for mean in ["mIoU", *subset_names(metrics)]:
+        rows.append([mean, *(_csv(result[mean]) for result in metrics.values())])
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
@@ -70,6 +81,8 @@ def print_metrics(console: Console, metrics: dict[str, dict], title: str) -> Non
     table.add_row(
         "[bold]mIoU[/bold]", *[f"[bold]{_fmt(result['mIoU'])}[/bold]" for result in metrics.values()]
     )
+    for sub in subset_names(metrics):
+        table.add_row(sub, *[_fmt(result[sub]) for result in metrics.values()])
     console.print(table)
 
 
@@ -78,8 +91,9 @@ def report(console: Console, out_dir: str | Path, metrics: dict[str, dict], info
     write_metrics(out_dir, metrics, info)
     print_metrics(console, metrics, f"IoU per class (%), {info['dataset']}, {label}")
     extra = "".join(f" | {name} mIoU {m['mIoU']:.2f}" for name, m in metrics.items() if name != "target")
+    subsets = "".join(f" ({sub} {metrics['target'][sub]:.2f})" for sub in subset_names(metrics))
     console.print(
-        f"Target mIoU ({info['dataset']}, {label}): {metrics['target']['mIoU']:.2f}{extra}  -> {out_dir}",
+        f"Target mIoU ({info['dataset']}, {label}): {metrics['target']['mIoU']:.2f}{subsets}{extra}  -> {out_dir}",
         highlight=False,
     )
 

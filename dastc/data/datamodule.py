@@ -22,7 +22,7 @@ from dastc.data.class_index import (
 )
 from dastc.data.clip import collate_clips
 from dastc.data.histogram import match_clip_histograms
-from dastc.errors import DataFileError
+from dastc.errors import ConfigError, DataFileError
 
 
 def draw(dataset: Dataset, index: int, pass_number: int) -> dict:
@@ -183,6 +183,7 @@ class PairedClipDataModule(L.LightningDataModule):
         extra_val: Mapping[str, DictConfig] | None = None,
         prepare: DictConfig | None = None,
         eval_classes: Sequence[int] | None = None,
+        report_subsets: Mapping[str, Sequence[int]] | None = None,
         ignore_index: int = 255,
         batch_size: int = 1,
         val_batch_size: int = 1,
@@ -207,6 +208,14 @@ class PairedClipDataModule(L.LightningDataModule):
         self.class_names = list(class_names)
         self.num_classes = num_classes
         self.eval_classes = list(eval_classes) if eval_classes is not None else list(range(num_classes))
+        # Extra means reported beside mIoU, over a subset of the scored classes (SYNTHIA images: mIoU13).
+        self.report_subsets = {str(k): [int(c) for c in v] for k, v in (report_subsets or {}).items()}
+        for name, classes in self.report_subsets.items():
+            if name in ("mIoU", "IoU") or not set(classes) <= set(self.eval_classes):
+                raise ConfigError(
+                    f"dataset.report_subsets.{name} must be named other than mIoU/IoU and list scored classes "
+                    f"(dataset.eval_classes), got {classes}"
+                )
         self.ignore_index = ignore_index
         extra = {f"val_{name}": cfg for name, cfg in (extra_val or {}).items()}
         self.configs = {"source": source, "target": target, "val": val, **extra}

@@ -35,7 +35,8 @@ class AdaptationMethod(L.LightningModule):
 
     Validation scores the fused/current-frame prediction of ``eval_model`` (student or teacher) on every
     validation set, accumulating one confusion matrix per set over the whole set (method.md section 7), and
-    logs ``val/mIoU`` (target, in %), ``val/IoU/<class>`` and, for extra sets, ``val_<name>/...``.
+    logs ``val/mIoU`` (target, in %), ``val/IoU/<class>``, ``val/<subset>`` for each of ``report_subsets`` (a
+    mean over fewer classes, e.g. SYNTHIA's 13-class mIoU) and, for extra sets, ``val_<name>/...``.
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class AdaptationMethod(L.LightningModule):
         class_names: Sequence[str],
         optim: Mapping | None = None,
         eval_classes: Sequence[int] | None = None,
+        report_subsets: Mapping[str, Sequence[int]] | None = None,
         val_names: Sequence[str] = ("target",),
         teacher: Mapping | None = None,
         aux_weight: float = 0.1,
@@ -62,6 +64,7 @@ class AdaptationMethod(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.eval_classes = list(eval_classes) if eval_classes is not None else list(range(num_classes))
+        self.report_subsets = {name: list(classes) for name, classes in (report_subsets or {}).items()}
         self.val_names = list(val_names)
         self.optim = OptimConfig(**dict(optim or {}))
         self.aux_weight = aux_weight
@@ -258,8 +261,10 @@ class AdaptationMethod(L.LightningModule):
             prefix = "val" if name == "target" else f"val_{name}"
             miou = mean_iou(iou, self.eval_classes).item()
             per_class = {self.class_names[c]: iou[c].item() for c in self.eval_classes}
-            metrics[name] = {"mIoU": miou, "IoU": per_class}
+            subsets = {sub: mean_iou(iou, classes).item() for sub, classes in self.report_subsets.items()}
+            metrics[name] = {"mIoU": miou, **subsets, "IoU": per_class}
             self.log(f"{prefix}/mIoU", miou, prog_bar=name == "target")
+            self.log_dict({f"{prefix}/{sub}": value for sub, value in subsets.items()})
             self.log_dict({f"{prefix}/IoU/{cls}": value for cls, value in per_class.items()})
         self.last_val_metrics = metrics
 
