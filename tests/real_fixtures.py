@@ -283,3 +283,76 @@ def write_viper_benchmark(data_dir: Path, flow: bool = True) -> Path:
         for reader in viper_readers(data_dir):
             write_flows(reader)
     return data_dir
+
+
+# ----------------------------------------------------------------------------------- image benchmarks (s. 9)
+# GTA5 images 48x80 read at 32x64 (labels nearest-resized alike); SYNTHIA-RAND 32x64 as stored; Cityscapes
+# images 64x128 read at 32x64, validation labels kept at 64x128.
+IMAGE_TINY = [
+    "dataset.source.augment.crop_size=[32,64]",
+    "dataset.target.dataset.size=[32,64]",
+    "dataset.val.size=[32,64]",
+]
+GTA5_TINY = ["dataset.source.dataset.size=[32,64]", *IMAGE_TINY]
+SYNTHIA_IMAGE_TINY = IMAGE_TINY
+# Every Cityscapes label id 0..33 (then road, and 255 which no table maps) in 8x8 blocks.
+GTA5_IDS = np.kron(
+    np.where(np.arange(60) < 34, np.arange(60), 7).astype(np.uint8).reshape(6, 10), np.ones((8, 8), np.uint8)
+)
+# SYNTHIA-RAND class ids 0..22 (then road) in 8x8 blocks.
+SYNTHIA_IMAGE_IDS = np.kron(
+    np.where(np.arange(32) < 23, np.arange(32), 3).astype(np.uint16).reshape(4, 8), np.ones((8, 8), np.uint16)
+)
+
+
+def palette_png(path: Path, ids: np.ndarray) -> Path:
+    """A palette PNG whose indices are ``ids`` (GTA5's label encoding), with Cityscapes-like colours."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(ids.astype(np.uint8), mode="P")
+    image.putpalette(list(np.random.default_rng(0).integers(0, 256, 768).astype(np.uint8)))
+    image.save(path)
+    return path
+
+
+def write_gta5(root: Path, count: int = 3) -> Path:
+    h, w = GTA5_IDS.shape
+    for n in range(1, count + 1):
+        write_image(root / "images" / f"{n:05d}.png", rgb_frame(h, w, (n * 40, 90, 30)))
+        palette_png(root / "labels" / f"{n:05d}.png", GTA5_IDS)
+    return root
+
+
+def write_synthia_image(root: Path, count: int = 3) -> Path:
+    h, w = SYNTHIA_IMAGE_IDS.shape
+    for n in range(count):
+        write_image(root / "RGB" / f"{n:07d}.png", rgb_frame(h, w, (n * 40, 60, 90)))
+        write_image(root / "GT" / "LABELS" / f"{n:07d}.png", synthia_label(SYNTHIA_IMAGE_IDS, crop=0))
+    return root
+
+
+def write_cityscapes_images(root: Path) -> Path:
+    """Cityscapes leftImg8bit train (3 images, unlabelled) and val (2 images with labelIds)."""
+    h, w = BENCH_CITYSCAPES_IDS.shape
+    for split, names in (("train", ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"]),
+                         ("val", ["frankfurt_000000_000294", "lindau_000001_000019"])):  # fmt: skip
+        for k, stem in enumerate(names):
+            city = stem.split("_")[0]
+            write_image(
+                root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                rgb_frame(h, w, (k * 50, 20, 30)),
+            )
+            if split == "val":
+                write_image(
+                    root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", BENCH_CITYSCAPES_IDS
+                )
+    return root
+
+
+def write_image_benchmark(data_dir: Path, name: str) -> Path:
+    """``dataset=gta5`` or ``synthia_image`` under ``data_dir``, where conf/dataset/<name>.yaml looks."""
+    if name == "gta5":
+        write_gta5(data_dir / "GTA5")
+    else:
+        write_synthia_image(data_dir / "RAND_CITYSCAPES")
+    write_cityscapes_images(data_dir / "Cityscapes")
+    return data_dir

@@ -1,4 +1,4 @@
-"""The two class spaces of the video benchmarks (method.md sections 2 and 6a).
+"""The class spaces of the video benchmarks (method.md sections 2 and 6a) and of the image extension (section 9).
 
 ``dataset=synthia`` trains 12 classes and reports 11 (fence dropped); ``dataset=viper`` trains and reports 15
 (Cityscapes rider merged into person). Each space carries the lookup tables that decode raw label ids into its
@@ -20,6 +20,7 @@ CITYSCAPES_COLOURS: dict[str, tuple[int, int, int]] = {
     "road": (128, 64, 128),
     "sidewalk": (244, 35, 232),
     "building": (70, 70, 70),
+    "wall": (102, 102, 156),
     "fence": (190, 153, 153),
     "pole": (153, 153, 153),
     "traffic light": (250, 170, 30),
@@ -32,6 +33,7 @@ CITYSCAPES_COLOURS: dict[str, tuple[int, int, int]] = {
     "car": (0, 0, 142),
     "truck": (0, 0, 70),
     "bus": (0, 60, 100),
+    "train": (0, 80, 100),
     "motorcycle": (0, 0, 230),
     "bicycle": (119, 11, 32),
 }
@@ -153,11 +155,70 @@ VIPER = ClassSpace(
     ),
 )  # fmt: skip
 
-SPACES: dict[str, ClassSpace] = {s.name: s for s in (SYNTHIA, VIPER)}
+# --- the image extension (method.md section 9) ----------------------------------------------------------------
+_CITYSCAPES_19 = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)  # fmt: skip
+# Cityscapes label id -> 19-class train id (cityscapesscripts/helpers/labels.py).
+_CITYSCAPES_19_IDS = (
+    (7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9), (23, 10), (24, 11),
+    (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18),
+)  # fmt: skip
+
+GTA5 = ClassSpace(
+    name="gta5",
+    source_name="GTA5",
+    class_names=_CITYSCAPES_19,
+    palette=_palette(_CITYSCAPES_19),
+    eval_classes=tuple(range(19)),
+    # Not in method.md for images: the rarest classes of GTA5, as the video spaces pick theirs (our choice).
+    long_tail_classes=(
+        3,
+        4,
+        5,
+        6,
+        7,
+        12,
+        16,
+        17,
+        18,
+    ),  # wall, fence, pole, light, sign, rider, train, moto, bike
+    cityscapes_ids=_CITYSCAPES_19_IDS,
+    source_ids=_CITYSCAPES_19_IDS,  # GTA5 labels are Cityscapes label ids (method.md section 9)
+)
+
+_SYNTHIA_16 = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle",
+)  # fmt: skip
+
+SYNTHIA_IMAGE = ClassSpace(
+    name="synthia_image",
+    source_name="SYNTHIA-RAND-CITYSCAPES",
+    class_names=_SYNTHIA_16,
+    palette=_palette(_SYNTHIA_16),
+    eval_classes=tuple(range(16)),  # the 16-class mIoU; dataset.report_subsets adds the 13-class one
+    long_tail_classes=(3, 4, 5, 6, 7, 11, 14, 15),  # wall, fence, pole, light, sign, rider, motorcycle, bicycle
+    cityscapes_ids=(
+        (7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (23, 9), (24, 10),
+        (25, 11), (26, 12), (28, 13), (32, 14), (33, 15),
+    ),
+    # SYNTHIA-RAND-CITYSCAPES class ids (the R channel of GT/LABELS) as the image-DA code maps them.
+    source_ids=(
+        (3, 0), (4, 1), (2, 2), (21, 3), (5, 4), (7, 5), (15, 6), (9, 7), (6, 8), (1, 9), (10, 10), (17, 11),
+        (8, 12), (19, 13), (12, 14), (11, 15),
+    ),
+)  # fmt: skip
+# The 13-class mIoU of the SYNTHIA image benchmark leaves out wall, fence and pole (method.md section 9).
+SYNTHIA_IMAGE_13 = tuple(c for c in range(16) if _SYNTHIA_16[c] not in ("wall", "fence", "pole"))
+
+SPACES: dict[str, ClassSpace] = {s.name: s for s in (SYNTHIA, VIPER, GTA5, SYNTHIA_IMAGE)}
 
 
 def space(name: str | ClassSpace) -> ClassSpace:
-    """The class space called ``name`` ('synthia' or 'viper'); a ClassSpace is returned as it is."""
+    """The class space called ``name`` ('synthia', 'viper', 'gta5', 'synthia_image'); a ClassSpace is returned
+    as it is."""
     if isinstance(name, ClassSpace):
         return name
     try:

@@ -1,0 +1,242 @@
+"""The image benchmarks of the extension (method.md section 9), read as clips of one frame (no flow):
+
+    GTA5                     <root>/images/<n:05d>.png, <root>/labels/<n:05d>.png   (labels: Cityscapes label ids,
+                             as palette indices)
+    SYNTHIA-RAND-CITYSCAPES  <root>/RGB/<n:07d>.png, <root>/GT/LABELS/<n:07d>.png   (labels: 16-bit PNG, the class
+                             id in the R channel, as SYNTHIA-Seq's)
+    Cityscapes               <root>/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png and
+                             <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+Each yields the clip contract with T = 1: ``frames`` [1, 3, H, W], ``labels`` [1, h, w] where labelled, no
+``flow``. The methods treat such clips as images (dastc.methods.tps: pseudo-labels of the image itself).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from dastc.data.class_spaces import ClassSpace, apply_lookup
+from dastc.data.class_spaces import space as class_space
+from dastc.data.image_io import _imread, read_rgb
+from dastc.data.real_clips import ClipFiles, RealClips, list_dir, missing_dataset, resize_image, resize_label
+from dastc.data.synthia_seq import decode_synthia_label
+from dastc.errors import DataFileError, DatasetNotFoundError
+
+
+class ImageClips(RealClips):
+    """Base of the image readers: one sample per image, its label beside it (or none), no flow.
+
+    Frames are resized to ``size`` (height, width; None: as stored). Labels follow the frame's size unless
+    ``label_size`` is given, or ``full_resolution_labels`` keeps them as stored (validation: logits are
+    upsampled to the label, method.md section 7).
+    """
+
+    full_resolution_labels = False
+
+    def __init__(
+        self,
+        space: str | ClassSpace,
+        size: tuple[int, int] | None,
+        labelled: bool,
+        label_size: tuple[int, int] | None = None,
+        ignore_index: int = 255,
+        split: str = "train",
+    ):
+        super().__init__(None, False, "", ignore_index, split)
+        self.class_space = class_space(space)
+        self.size = tuple(size) if size is not None else None
+        self.label_size = tuple(label_size) if label_size is not None else None
+        self.labelled = labelled
+        self.num_classes = self.class_space.num_classes
+
+    def _add(self, name: str, frame: Path, label: Path | None) -> None:
+        self.samples.append(
+            ClipFiles(sequence=name, frame_ids=(0,), frames=(frame,), labels=(label,), flows=())
+        )
+
+    def read_frame(self, path: Path) -> np.ndarray:
+        return resize_image(read_rgb(path), self.size)
+
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        decoded = apply_lookup(self.lookup, raw)
+        if self.label_size is not None:
+            return resize_label(decoded, self.label_size)
+        if self.full_resolution_labels or self.size is None:
+            return decoded
+        return resize_label(decoded, self.size)
+
+    @property
+    def lookup(self) -> np.ndarray:
+        return self.class_space.source_lut
+
+    def label_shape(self, frame_shape: tuple[int, int]) -> tuple[int, int] | None:
+        if self.label_size is not None:
+            return self.label_size
+        return None if self.full_resolution_labels else frame_shape
+
+
+def _numbered(folder: Path, digits: int) -> dict[str, str]:
+    """Stem -> file name of the ``<n>.png`` files in ``folder`` whose stem is ``digits`` digits."""
+    return {
+        n[:-4]: n
+        for n in list_dir(folder)
+        if n.endswith(".png") and n[:-4].isdigit() and len(n) == digits + 4
+    }
+
+
+def _paired(name: str, root: Path, frames_dir: Path, labels_dir: Path, digits: int, labelled: bool, reader):
+    frames, labels = _numbered(frames_dir, digits), _numbered(labels_dir, digits) if labelled else {}
+    if labelled and not labels:
+        raise DatasetNotFoundError(f"{name} labels are not at {labels_dir}: unpack them there")
+    for stem in sorted(frames):
+        if labelled and stem not in labels:
+            reader._note_missing([labels_dir / f"{stem}.png"])  # an image without its label gives no sample
+            continue
+        reader._add(stem, frames_dir / frames[stem], labels_dir / labels[stem] if labelled else None)
+    if not reader.samples:
+        raise DatasetNotFoundError(f"{name} at {root} holds no image with a label")
+
+
+class GTA5Images(ImageClips):
+    """GTA5 (24,966 1914x1052 images; method.md section 9). Labels are palette PNGs whose indices are
+    Cityscapes label ids, decoded into the 19 classes. Frames and labels are resized to ``size`` (height,
+    width; default 720x1280, the 1280x720 at which image-DA methods read GTA5)."""
+
+    dataset_name = "gta5"
+    raw_label_ids = 34
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: tuple[int, int] | None = (720, 1280),
+        labelled: bool = True,
+        space: str | ClassSpace = "gta5",
+        ignore_index: int = 255,
+    ):
+        super().__init__(space, size, labelled, None, ignore_index)
+        self.root = Path(root)
+        if not (self.root / "images").is_dir():
+            raise missing_dataset(
+                "GTA5",
+                self.root,
+                "download the images and labels parts from https://download.visinf.tu-darmstadt.de/data/from_games/",
+                self.root / "images" / "00001.png",
+            )
+        _paired("GTA5", self.root, self.root / "images", self.root / "labels", 5, labelled, self)
+
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        if not path.is_file():
+            raise DataFileError(f"label {path} is missing")
+        try:
+            with Image.open(path) as image:
+                if image.mode not in ("P", "L"):
+                    raise DataFileError(
+                        f"label {path} is a {image.mode} image; GTA5 labels are palette PNGs of Cityscapes label ids"
+                    )
+                return np.asarray(image)
+        except (OSError, SyntaxError) as err:
+            raise DataFileError(f"label {path} is truncated or not a readable image ({err})") from None
+
+
+class SynthiaImages(ImageClips):
+    """SYNTHIA-RAND-CITYSCAPES (9,400 1280x760 images; method.md section 9), decoded into 16 classes. Frames
+    and labels are resized to ``size`` (default: as stored)."""
+
+    dataset_name = "synthia_image"
+    raw_label_ids = 23
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: tuple[int, int] | None = None,
+        labelled: bool = True,
+        space: str | ClassSpace = "synthia_image",
+        ignore_index: int = 255,
+    ):
+        super().__init__(space, size, labelled, None, ignore_index)
+        self.root = Path(root)
+        if not (self.root / "RGB").is_dir():
+            raise missing_dataset(
+                "SYNTHIA-RAND-CITYSCAPES",
+                self.root,
+                "download SYNTHIA-RAND-CITYSCAPES from https://synthia-dataset.net",
+                self.root / "RGB" / "0000000.png",
+            )
+        _paired(
+            "SYNTHIA-RAND-CITYSCAPES",
+            self.root,
+            self.root / "RGB",
+            self.root / "GT" / "LABELS",
+            7,
+            labelled,
+            self,
+        )
+
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        return decode_synthia_label(_imread(path, cv2.IMREAD_UNCHANGED, "label"), path)
+
+
+_CITYSCAPES_FRAME = re.compile(r"^(?P<stem>.+_\d{6}_\d{6})_leftImg8bit\.png$")
+
+
+class CityscapesImages(ImageClips):
+    """Cityscapes images (the target of the image benchmarks): ``split`` train (2,975, unlabelled) or val (500,
+    labelled at full resolution, 2048x1024, while frames are resized to ``size``, default 512x1024)."""
+
+    dataset_name = "cityscapes"
+    raw_label_ids = 34
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        space: str | ClassSpace = "gta5",
+        size: tuple[int, int] | None = (512, 1024),
+        labelled: bool | None = None,
+        label_size: tuple[int, int] | None = None,
+        ignore_index: int = 255,
+    ):
+        if split not in ("train", "val"):
+            raise ValueError(f"unknown Cityscapes split {split!r}; known: train, val")
+        labelled = split == "val" if labelled is None else labelled
+        super().__init__(space, size, labelled, label_size, ignore_index, split)
+        self.full_resolution_labels = True
+        self.root = Path(root)
+        frames_dir, labels_dir = self.root / "leftImg8bit" / split, self.root / "gtFine" / split
+        if not frames_dir.is_dir():
+            raise missing_dataset(
+                "Cityscapes",
+                self.root,
+                "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from https://www.cityscapes-dataset.com",
+                frames_dir / "<city>" / "<city>_<seq>_<frame>_leftImg8bit.png",
+            )
+        for city in sorted(p.name for p in frames_dir.iterdir() if p.is_dir()):
+            for name in list_dir(frames_dir / city):
+                match = _CITYSCAPES_FRAME.match(name)
+                if not match:
+                    continue
+                label = labels_dir / city / f"{match['stem']}_gtFine_labelIds.png"
+                if labelled and not label.is_file():
+                    self._note_missing([label])
+                    continue
+                self._add(match["stem"], frames_dir / city / name, label if labelled else None)
+        if not self.samples:
+            raise DatasetNotFoundError(
+                f"Cityscapes at {frames_dir} holds no image" + (" with a label" if labelled else "")
+            )
+
+    @property
+    def lookup(self) -> np.ndarray:
+        return self.class_space.cityscapes_lut
+
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        raw = _imread(path, cv2.IMREAD_UNCHANGED, "label")
+        if raw.ndim != 2:
+            raise DataFileError(f"label {path} should be a one-channel labelIds PNG, got shape {raw.shape}")
+        return raw
