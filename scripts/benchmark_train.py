@@ -42,7 +42,7 @@ from dastc.bench import device_name, peak_memory_mb, peak_tflops, synchronize
 from dastc.build import apply_speed_options, build_datamodule, build_method, rare_classes_needed
 from dastc.cli import find_user_error
 from dastc.config import compose_config
-from dastc.methods.optim import make_sgd
+from dastc.methods.optim import make_optimizer
 
 # The paper's input sizes per benchmark (method.md sections 2 and 4): source clip, target clip.
 SIZES = {
@@ -125,7 +125,7 @@ def _measure_step(job: dict) -> dict:
     apply_speed_options(method, cfg.model)
     method.train()
     method.teacher.model.eval()
-    optimizer = make_sgd(method.student, method.optim)
+    optimizer = make_optimizer(method.student, method.optim)
     batch = _to(synthetic_batch(cfg, job["source_size"], job["target_size"], cfg.dataset.num_classes), device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 

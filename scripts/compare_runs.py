@@ -30,8 +30,15 @@ def load_result(path: Path) -> dict:
     return {**result, "source_path": str(path)}
 
 
+def means_of(rows: list[tuple[str, dict]]) -> list[str]:
+    """mIoU, then any other mean the rows report (the image extension's mIoU13)."""
+    extra = {k for _, scores in rows for k in scores if k not in ("IoU", "mIoU")}
+    return ["mIoU", *sorted(extra)]
+
+
 def rows_of(results: list[dict], paper: bool) -> tuple[list[str], list[tuple[str, dict]]]:
-    """The scored classes and ``(label, {"IoU", "mIoU"})`` rows: each run's target scores, then the paper's."""
+    """The scored classes and ``(label, {"IoU", "mIoU", ...})`` rows: each run's target scores, then the
+    paper's (per class on the video benchmarks, means only on the image ones)."""
     benchmarks = {r["dataset"] for r in results}
     if len(benchmarks) > 1:
         raise SystemExit(
@@ -54,9 +61,14 @@ def _cell(value: float | None) -> str:
 
 
 def markdown(classes: list[str], rows: list[tuple[str, dict]]) -> str:
-    lines = ["| run | " + " | ".join(classes) + " | mIoU |", "|---" * (len(classes) + 2) + "|"]
+    means = means_of(rows)
+    lines = [
+        "| run | " + " | ".join([*classes, *means]) + " |",
+        "|---" * (len(classes) + len(means) + 1) + "|",
+    ]
     for label, scores in rows:
         cells = [_cell(scores["IoU"].get(c)) for c in classes] + [f"**{_cell(scores['mIoU'])}**"]
+        cells += [_cell(scores.get(m)) for m in means[1:]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -73,10 +85,13 @@ def main() -> None:
     args = parser.parse_args()
     classes, rows = rows_of([load_result(p) for p in args.runs], paper=not args.no_paper)
     table = Table(title="Target val IoU per class (%)")
-    for column in ("run", *classes, "mIoU"):
+    means = means_of(rows)
+    for column in ("run", *classes, *means):
         table.add_column(column, justify="left" if column == "run" else "right")
     for label, scores in rows:
-        table.add_row(label, *(_cell(scores["IoU"].get(c)) for c in classes), _cell(scores["mIoU"]))
+        table.add_row(
+            label, *(_cell(scores["IoU"].get(c)) for c in classes), *(_cell(scores.get(m)) for m in means)
+        )
     Console(width=max(120, 12 * len(classes) + 60)).print(table)
     if args.markdown:
         args.markdown.write_text(markdown(classes, rows))

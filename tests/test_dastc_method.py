@@ -7,7 +7,7 @@ from dastc.build import build_datamodule, build_method
 from dastc.checkpoint import init_weights_from
 from dastc.config import compose_config
 from dastc.errors import CheckpointError
-from dastc.methods.optim import make_sgd
+from dastc.methods.optim import make_optimizer
 
 ALL = {"source_ce", "target_ce", "mix_s2t_ce", "mix_t2s_ce", "feat_s2t_ce", "feat_t2s_ce", "align"}
 
@@ -96,7 +96,7 @@ def test_a_few_dastc_steps_on_a_fixed_batch_reduce_the_total_loss(data_dir, batc
         "method.flip_prob=0",
         "dataset.schedule.lr=0.002",
     )
-    optimizer = make_sgd(method.student, method.optim)
+    optimizer = make_optimizer(method.student, method.optim)
     totals = []
     for _ in range(8):
         torch.manual_seed(1)  # the same masks every step: only the weights change

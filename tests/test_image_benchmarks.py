@@ -105,3 +105,37 @@ def test_train_and_eval_commands_on_an_image_benchmark(tmp_path, name, tiny, cla
     assert json.loads((eval_dir / "metrics.json").read_text())["metrics"] == trained["metrics"]
     if name == "synthia_image":
         assert "mIoU13" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "preset,name", [("gta2city_dastc", "gta5"), ("synthia2city_image_dastc", "synthia_image")]
+)
+def test_image_presets_carry_the_papers_image_settings_and_train(tmp_path, preset, name):
+    from dastc.config import compose_config
+    from dastc.train import train
+
+    data_dir = write_image_benchmark(tmp_path / "data", name)
+    cfg = compose_config("train", [f"experiment={preset}", f"paths.data_dir={data_dir}"])
+    optim = cfg.method.optim
+    assert (cfg.dataset.name, cfg.backbone.arch, cfg.backbone.encoder_name) == (name, "Segformer", "mit_b5")
+    assert (optim.name, optim.lr, optim.head_lr_mult, optim.lr_warmup_steps) == ("adamw", 6e-5, 10.0, 1500)
+    assert (cfg.method.teacher.momentum, cfg.dataset.batch_size, cfg.trainer.max_steps) == (0.999, 2, 40000)
+    assert cfg.method.warmup_steps == 0 and cfg.backbone.temporal == "current_frame"
+    tiny = [
+        "backbone.encoder_name=mit_b0",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        "dataset.schedule.val_every=2",
+        "dataset.schedule.feature_fusion_start=0",
+        "method.optim.lr_warmup_steps=1",
+        "dataset.num_workers=0",
+        "dataset.pin_memory=false",
+        "callbacks=none",
+        *(GTA5_TINY if name == "gta5" else SYNTHIA_IMAGE_TINY),
+    ]
+    cfg = compose_config(
+        "train", [f"experiment={preset}", f"paths.data_dir={data_dir}", *tiny], output_dir=tmp_path / "run"
+    )
+    metrics = train(cfg)
+    assert 0 <= metrics["target"]["mIoU"] <= 100

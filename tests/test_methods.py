@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from dastc.build import build_datamodule, build_method
+from dastc.errors import ConfigError
 from dastc.methods.ema import EMATeacher
 from dastc.methods.losses import cross_entropy
-from dastc.methods.optim import OptimConfig, make_poly_scheduler, make_sgd, poly_factor
+from dastc.methods.optim import OptimConfig, make_optimizer, make_poly_scheduler, poly_factor
 
 
 def test_poly_factor_values():
@@ -28,7 +29,7 @@ def test_sgd_groups_and_poly_decay_of_every_group():
         def param_groups(self):
             return {"backbone": list(self.body.parameters()), "head": list(self.head.parameters())}
 
-    opt = make_sgd(Net(), OptimConfig(lr=0.1, head_lr_mult=10.0))
+    opt = make_optimizer(Net(), OptimConfig(lr=0.1, head_lr_mult=10.0))
     sched = make_poly_scheduler(opt, horizon=10, power=1.0)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 1.0])
     for _ in range(5):
@@ -93,7 +94,7 @@ def test_one_source_only_training_step(make_cfg):
     method = build_method(cfg, dm)
     batch = next(iter(dm.train_dataloader()))
     teacher_before = copy.deepcopy(method.teacher.state_dict())
-    optimizer = make_sgd(method.student, method.optim)
+    optimizer = make_optimizer(method.student, method.optim)
     method.log = method.log_dict = lambda *a, **k: None  # no trainer attached
     losses = []
 
@@ -129,3 +130,32 @@ def test_validation_accumulates_one_confusion_matrix_per_set(make_cfg):
     method.on_validation_epoch_end()
     assert set(method.last_val_metrics) == {"target", "source"}
     assert 0.0 <= method.last_val_metrics["target"]["mIoU"] <= 100.0
+
+
+def test_adamw_with_a_linear_warm_up_then_poly():
+    from dastc.methods.optim import lr_factor
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+        def param_groups(self):
+            return {"backbone": list(self.body.parameters()), "head": list(self.head.parameters())}
+
+    cfg = OptimConfig(name="adamw", lr=6e-5, weight_decay=0.01, lr_warmup_steps=4)
+    opt = make_optimizer(Net(), cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([6e-5, 6e-4])  # heads at 10x
+    sched = make_poly_scheduler(opt, horizon=10, power=1.0, warmup=4)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx(
+        [6e-5 * f for f in (0.25, 0.5, 0.75, 1.0, 0.6, 0.5)]
+    )  # warm-up, then 1 - s/10
+    assert lr_factor(3, 10, 1.0, warmup=4) == 1.0 and lr_factor(4, 10, 1.0, warmup=4) == pytest.approx(0.6)
+    with pytest.raises(ConfigError, match="method.optim.name must be"):
+        make_optimizer(Net(), OptimConfig(name="lamb"))

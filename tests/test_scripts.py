@@ -101,6 +101,23 @@ def test_compare_runs_puts_runs_beside_the_papers_rows(tmp_path):
     assert "paper:" not in _compare_runs(toy, cwd=tmp_path).stdout  # no published rows for the toy
 
 
+def test_compare_runs_on_an_image_benchmark_shows_the_13_class_mean_and_the_papers_means(tmp_path):
+    from dastc.data.class_spaces import SYNTHIA_IMAGE
+
+    classes = list(SYNTHIA_IMAGE.class_names)
+    run_dir = _metrics_file(tmp_path / "a" / "run", "synthia_image", classes, 40.0)
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    stored["metrics"]["target"]["mIoU13"] = 48.25
+    (run_dir / "metrics.json").write_text(json.dumps(stored))
+    proc = _compare_runs(run_dir, "--markdown", tmp_path / "t.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[0] == "| run | " + " | ".join(classes) + " | mIoU | mIoU13 |"
+    assert lines[2].endswith("| 48.2 |")  # the run's 13-class mean (rounded half to even)
+    # The paper's image rows carry means only (method.md section 9).
+    assert lines[-1] == "| paper: DA-STC (ViT) | " + " | " * (len(classes) - 1) + " | **67.5** | 74.3 |"
+
+
 def test_published_rows_average_to_the_published_miou():
     for benchmark in ("synthia", "viper"):
         for method, scores in published(benchmark).items():

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from dastc.errors import DastcError
 from dastc.methods.ema import EMATeacher
 from dastc.methods.losses import segmentation_loss, upsample_to
-from dastc.methods.optim import OptimConfig, make_poly_scheduler, make_sgd
+from dastc.methods.optim import OptimConfig, make_optimizer, make_poly_scheduler
 from dastc.metrics.iou import iou_from_confusion, mean_iou
 
 log = logging.getLogger(__name__)
@@ -228,9 +228,9 @@ class AdaptationMethod(L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self):
-        optimizer = make_sgd(self.student, self.optim)
+        optimizer = make_optimizer(self.student, self.optim)
         horizon = self.optim.poly_horizon or self.trainer.max_steps
-        scheduler = make_poly_scheduler(optimizer, horizon, self.optim.poly_power)
+        scheduler = make_poly_scheduler(optimizer, horizon, self.optim.poly_power, self.optim.lr_warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- validation -----------------------------------------------------------------------------------------

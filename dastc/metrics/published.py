@@ -1,5 +1,6 @@
-"""The published per-class numbers of method.md section 8 (mIoU %, Cityscapes-Seq val), in each benchmark's
-scored class order and with dastc's class names, for side-by-side tables."""
+"""The published numbers of method.md: per class on the video benchmarks (section 8, Cityscapes-Seq val), in each
+benchmark's scored class order and with dastc's class names; mIoU alone for the image extension (section 9,
+Cityscapes val), which method.md gives without per-class values. For side-by-side tables."""
 
 from __future__ import annotations
 
@@ -54,10 +55,28 @@ ROWS = {
 }
 
 
+# method -> means, from method.md section 9 (16- and 13-class mIoU on SYNTHIA). method.md's SYNTHIA source-only
+# figure "33.7 / 29.5" does not say which number is which, so it is left out.
+IMAGE_ROWS = {
+    "gta5": {
+        "Source only": {"mIoU": 32.9},
+        "DA-STC (CNN)": {"mIoU": 66.8},
+        "DA-STC (ViT)": {"mIoU": 76.1},
+    },
+    "synthia_image": {
+        "DA-STC (CNN)": {"mIoU": 60.9, "mIoU13": 67.4},
+        "DA-STC (ViT)": {"mIoU": 67.5, "mIoU13": 74.3},
+    },
+}
+
+
 def published(benchmark: str) -> dict[str, dict]:
-    """``{method: {"IoU": {class: value}, "mIoU": value}}`` for ``synthia``/``viper``; empty for others."""
+    """``{method: {"IoU": {class: value}, "mIoU": value, ...}}`` for ``synthia``/``viper`` (per class) and
+    ``gta5``/``synthia_image`` (means only, ``IoU`` empty); empty for others."""
     classes = CLASSES.get(benchmark, [])
-    return {
+    rows = {
         method: {"IoU": dict(zip(classes, values, strict=True)), "mIoU": miou}
         for method, (values, miou) in ROWS.get(benchmark, {}).items()
     }
+    rows.update({method: {"IoU": {}, **means} for method, means in IMAGE_ROWS.get(benchmark, {}).items()})
+    return rows
