@@ -139,3 +139,21 @@ def test_image_presets_carry_the_papers_image_settings_and_train(tmp_path, prese
     )
     metrics = train(cfg)
     assert 0 <= metrics["target"]["mIoU"] <= 100
+
+
+def test_data_tools_on_an_image_benchmark(tmp_path):
+    data_dir = write_image_benchmark(tmp_path / "data", "synthia_image")
+    verified = run("dastc.data.verify", "dataset=synthia_image", f"paths.data_dir={data_dir}", cwd=tmp_path)
+    assert "all checks passed" in verified.stdout
+    flow = run(
+        "dastc.flow.estimate",
+        "dataset=synthia_image",
+        f"paths.data_dir={data_dir}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (
+        flow.returncode != 0
+        and "an image benchmark" in flow.stderr + flow.stdout
+        and "Traceback" not in flow.stderr
+    )

@@ -38,6 +38,7 @@ class ImageClips(RealClips):
     """
 
     full_resolution_labels = False
+    uses_flow = False
 
     def __init__(
         self,
@@ -47,7 +48,10 @@ class ImageClips(RealClips):
         label_size: tuple[int, int] | None = None,
         ignore_index: int = 255,
         split: str = "train",
+        require_flow: bool = False,
     ):
+        if require_flow:
+            raise DataFileError(f"{self.dataset_name} holds single images: there is no flow to require")
         super().__init__(None, False, "", ignore_index, split)
         self.class_space = class_space(space)
         self.size = tuple(size) if size is not None else None
@@ -118,8 +122,9 @@ class GTA5Images(ImageClips):
         labelled: bool = True,
         space: str | ClassSpace = "gta5",
         ignore_index: int = 255,
+        require_flow: bool = False,
     ):
-        super().__init__(space, size, labelled, None, ignore_index)
+        super().__init__(space, size, labelled, None, ignore_index, require_flow=require_flow)
         self.root = Path(root)
         if not (self.root / "images").is_dir():
             raise missing_dataset(
@@ -158,8 +163,9 @@ class SynthiaImages(ImageClips):
         labelled: bool = True,
         space: str | ClassSpace = "synthia_image",
         ignore_index: int = 255,
+        require_flow: bool = False,
     ):
-        super().__init__(space, size, labelled, None, ignore_index)
+        super().__init__(space, size, labelled, None, ignore_index, require_flow=require_flow)
         self.root = Path(root)
         if not (self.root / "RGB").is_dir():
             raise missing_dataset(
@@ -201,11 +207,12 @@ class CityscapesImages(ImageClips):
         labelled: bool | None = None,
         label_size: tuple[int, int] | None = None,
         ignore_index: int = 255,
+        require_flow: bool = False,
     ):
         if split not in ("train", "val"):
             raise ValueError(f"unknown Cityscapes split {split!r}; known: train, val")
         labelled = split == "val" if labelled is None else labelled
-        super().__init__(space, size, labelled, label_size, ignore_index, split)
+        super().__init__(space, size, labelled, label_size, ignore_index, split, require_flow)
         self.full_resolution_labels = True
         self.root = Path(root)
         frames_dir, labels_dir = self.root / "leftImg8bit" / split, self.root / "gtFine" / split

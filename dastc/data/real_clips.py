@@ -108,6 +108,7 @@ class RealClips(Dataset):
     """
 
     dataset_name: str = ""
+    uses_flow: bool = True  # False for the image readers: single images, nothing to estimate
     # Label files hold raw class ids below this number; anything above means the file is not in the dataset's
     # encoding (a wrong channel, a colour-coded image), which `python -m dastc.data.verify` reports.
     raw_label_ids: int = 256

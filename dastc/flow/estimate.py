@@ -88,6 +88,10 @@ def estimate(cfg: DictConfig, console: Console | None = None) -> FlowFileCounts:
     # Open every reader first: a missing dataset fails before any flow is computed.
     readers = {split: open_reader(cfg.dataset, split, require_flow=False) for split in splits}
     for split, reader in readers.items():
+        if not reader.uses_flow:
+            raise ConfigError(
+                f"dataset={cfg.dataset.name} is an image benchmark: its clips are single images and need no flow"
+            )
         if reader.flow_dir is None:
             raise ConfigError(
                 f"the {split} reader (dataset.{SPLITS[split]}) has flow_dir=null: set it to where its flow "
