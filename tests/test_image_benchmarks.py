@@ -121,6 +121,8 @@ def test_image_presets_carry_the_papers_image_settings_and_train(tmp_path, prese
     assert (optim.name, optim.lr, optim.head_lr_mult, optim.lr_warmup_steps) == ("adamw", 6e-5, 10.0, 1500)
     assert (cfg.method.teacher.momentum, cfg.dataset.batch_size, cfg.trainer.max_steps) == (0.999, 2, 40000)
     assert cfg.method.warmup_steps == 0 and cfg.backbone.temporal == "current_frame"
+    if name != "gta5":  # one preset trains: they differ only in the benchmark, which the CLI test trains
+        return
     tiny = [
         "backbone.encoder_name=mit_b0",
         "trainer=cpu",

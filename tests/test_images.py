@@ -1,5 +1,5 @@
 """Images as clips of one frame (method.md section 9): the methods run with T=1 and skip everything that needs
-a previous frame or a flow."""
+a previous frame or a flow. (Training and evaluation through the command line: tests/test_image_benchmarks.py.)"""
 
 import pytest
 import torch
@@ -39,8 +39,9 @@ def test_image_pseudo_labels_are_the_teachers_prediction_with_or_without_the_fli
         assert (confidence > 0.99).all()
 
 
-@pytest.mark.parametrize("backbone", [["backbone=accel", "backbone.depth=18"], ["backbone=smp_unet"]])
-@pytest.mark.parametrize("flow", ["empty", "absent"])
+@pytest.mark.parametrize(
+    "backbone,flow", [(["backbone=accel", "backbone.depth=18"], "absent"), (["backbone=smp_unet"], "empty")]
+)
 def test_a_dastc_step_on_images_runs_every_loss_without_a_flow(data_dir, backbone, flow):
     overrides = [
         f"paths.data_dir={data_dir}",
@@ -73,21 +74,3 @@ def test_a_dastc_step_on_images_runs_every_loss_without_a_flow(data_dir, backbon
     # The step trains: its gradients reach the network.
     sum(losses.values()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
-
-
-def test_training_and_validation_on_images_through_the_trainer(make_cfg):
-    from dastc.train import train
-
-    cfg = make_cfg(
-        "method=dastc",
-        "trainer.max_steps=2",
-        "dataset.schedule.warmup_steps=1",
-        "dataset.schedule.feature_fusion_start=0",
-        "dataset.schedule.val_every=2",
-        "dataset.batch_size=2",
-        "trainer.limit_val_batches=1",
-        "callbacks=none",
-        *IMAGES,
-    )
-    metrics = train(cfg)
-    assert set(metrics) == {"target", "source"} and 0 <= metrics["target"]["mIoU"] <= 100

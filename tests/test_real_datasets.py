@@ -30,7 +30,15 @@ from real_fixtures import (
 )
 
 from dastc.data.cityscapes_seq import CityscapesSeq, annotated_frames_from_sequences
-from dastc.data.class_spaces import CITYSCAPES_COLOURS, SYNTHIA, VIPER, apply_lookup, space
+from dastc.data.class_spaces import (
+    CITYSCAPES_COLOURS,
+    GTA5,
+    SYNTHIA,
+    SYNTHIA_IMAGE,
+    VIPER,
+    apply_lookup,
+    space,
+)
 from dastc.data.clip import collate_clips
 from dastc.data.synthia_seq import LAYOUTS, SynthiaSeq
 from dastc.data.viper import VIPER_COLOURS, Viper, read_viper_ids, remove_ego_vehicle
@@ -92,11 +100,11 @@ def test_class_spaces_as_method_md_lists_them():
     for table in (SYNTHIA.cityscapes_lut, SYNTHIA.source_lut, VIPER.cityscapes_lut, VIPER.source_lut):
         assert table.dtype == np.uint8 and table.shape == (256,) and not table.flags.writeable
     assert space("synthia") is SYNTHIA and space(VIPER) is VIPER
-    with pytest.raises(ValueError, match="known: synthia, viper"):
-        space("gta5")
+    with pytest.raises(ValueError, match="known: gta5, synthia, synthia_image, viper"):
+        space("cityscapes")
 
 
-@pytest.mark.parametrize("cs", [SYNTHIA, VIPER], ids=lambda s: s.name)
+@pytest.mark.parametrize("cs", [SYNTHIA, VIPER, GTA5, SYNTHIA_IMAGE], ids=lambda s: s.name)
 def test_cityscapes_maps_agree_with_the_official_label_table(cs):
     names = {name: train for train, name in enumerate(cs.class_names)}
     if cs is VIPER:
@@ -109,6 +117,9 @@ def test_cityscapes_maps_agree_with_the_official_label_table(cs):
             assert cs.palette[cs.class_names.index(name)] == colour == CITYSCAPES_COLOURS[name]
     assert (cs.cityscapes_lut[34:] == 255).all()
     assert sorted(set(cs.cityscapes_lut[:34]) - {255}) == list(range(cs.num_classes))
+    if cs is GTA5:  # the 19-class space is Cityscapes' own: every train id as the official table has it
+        for label_id, (_, official_train_id, _) in CITYSCAPES_LABELS.items():
+            assert cs.cityscapes_lut[label_id] == official_train_id, label_id
 
 
 def test_source_maps_by_hand():
