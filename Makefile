@@ -24,11 +24,11 @@ eval: $(STAMP)
 
 ## the fast test suite (CPU, no downloads)
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 ## everything, slow tests included
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m ""
+	$(PY) -m pytest -q -n 2 --dist worksteal -m ""
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dastc tests scripts
