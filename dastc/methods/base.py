@@ -289,7 +289,6 @@ class AdaptationMethod(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         per_rank = checkpoint.get("dastc_rng_per_rank")
-        rank = self.global_rank if self._trainer is not None else 0
         if per_rank is not None and len(per_rank) != (self.trainer.world_size if self._trainer else 1):
             log.warning(
                 "the checkpoint was written by %d processes and is resumed by another number: the random "
@@ -297,4 +296,7 @@ class AdaptationMethod(L.LightningModule):
                 len(per_rank),
             )
             per_rank = None
-        self._pending_rng = per_rank[rank] if per_rank is not None else checkpoint.get("dastc_rng")
+        # global_rank is 0 outside a Trainer
+        self._pending_rng = (
+            per_rank[self.global_rank] if per_rank is not None else checkpoint.get("dastc_rng")
+        )

@@ -9,11 +9,25 @@ import torch.nn.functional as F
 from dastc.flow.warp import warp
 
 
-def flip_clip(frames: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Horizontal flip of a clip [B, T, 3, H, W] and its flow [B, T-1, 2, H, W]: the flow's x is negated."""
-    flow = flow.flip(-1).clone()
-    flow[:, :, 0] = -flow[:, :, 0]
+def flip_clip(frames: torch.Tensor, flow: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Horizontal flip of a clip [B, T, 3, H, W] and its flow [B, T-1, 2, H, W]: the flow's x is negated (an
+    image's missing flow stays None)."""
+    if flow is not None:
+        flow = flow.flip(-1).clone()
+        flow[:, :, 0] = -flow[:, :, 0]
     return frames.flip(-1), flow
+
+
+def teacher_probabilities(
+    teacher, frames: torch.Tensor, flow: torch.Tensor | None, flip: bool
+) -> torch.Tensor:
+    """The teacher's class probabilities [B, C, H, W] of a clip's last frame at the frames' size; with ``flip``
+    made on the mirrored clip and mirrored back."""
+    if flip:
+        frames, flow = flip_clip(frames, flow)
+    logits = teacher(frames, flow).logits
+    probs = F.softmax(F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False), 1)
+    return probs.flip(-1) if flip else probs
 
 
 @torch.no_grad()
@@ -34,13 +48,7 @@ def clip_pseudo_labels(
         raise ValueError(
             f"temporal pseudo-labels need clips (t-2, t-1, t) with 2 flows, got {tuple(frames.shape)}"
         )
-    key_frames, key_flow = frames[:, :2], flow[:, :1]
-    if flip:
-        key_frames, key_flow = flip_clip(key_frames, key_flow)
-    logits = teacher(key_frames, key_flow).logits
-    probs = F.softmax(F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False), 1)
-    if flip:
-        probs = probs.flip(-1)
+    probs = teacher_probabilities(teacher, frames[:, :2], flow[:, :1], flip)
     confidence, labels = warp(probs, flow[:, 1]).max(1)
     # Warping ones shows where the flow stays inside frame t-1 (1 there; less where zero padding enters).
     outside = warp(torch.ones_like(probs[:, :1]), flow[:, 1])[:, 0] < 1.0 - 1e-4
@@ -56,11 +64,5 @@ def image_pseudo_labels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pseudo-labels and confidences [B, 1, H, W] of images (clips of one frame [B, 1, 3, H, W]): the teacher's
     prediction of the image, made on the mirrored image when ``flip``, as the image-DA mean teachers do."""
-    if flip:
-        frames = frames.flip(-1)
-    logits = teacher(frames, flow).logits
-    probs = F.softmax(F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False), 1)
-    if flip:
-        probs = probs.flip(-1)
-    confidence, labels = probs.max(1)
+    confidence, labels = teacher_probabilities(teacher, frames, flow, flip).max(1)
     return labels[:, None], confidence[:, None]
