@@ -19,11 +19,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from dastc.data.class_spaces import ClassSpace, apply_lookup
 from dastc.data.class_spaces import space as class_space
-from dastc.data.image_io import _imread, read_rgb
+from dastc.data.image_io import _imread, read_pil, read_rgb
 from dastc.data.real_clips import ClipFiles, RealClips, list_dir, missing_dataset, resize_image, resize_label
 from dastc.data.synthia_seq import decode_synthia_label
 from dastc.errors import DataFileError, DatasetNotFoundError
@@ -85,35 +84,63 @@ class ImageClips(RealClips):
         return None if self.full_resolution_labels else frame_shape
 
 
-def _numbered(folder: Path, digits: int) -> dict[str, str]:
-    """Stem -> file name of the ``<n>.png`` files in ``folder`` whose stem is ``digits`` digits."""
-    return {
-        n[:-4]: n
-        for n in list_dir(folder)
-        if n.endswith(".png") and n[:-4].isdigit() and len(n) == digits + 4
-    }
+class NumberedImages(ImageClips):
+    """A source dataset of numbered images beside numbered labels (``<frames_dir>/<n>.png``,
+    ``<labels_dir>/<n>.png``, ``digits`` digits): GTA5 and SYNTHIA-RAND-CITYSCAPES differ only in their names
+    and label encodings. An image without its label gives no sample (``missing_frames`` lists it)."""
+
+    title: str = ""
+    download: str = ""
+    frames_dir: str = ""
+    labels_dir: str = ""
+    digits: int = 0
+    first_file: str = ""  # named in the error when the dataset is not there
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: tuple[int, int] | None,
+        labelled: bool,
+        space: str | ClassSpace,
+        ignore_index: int = 255,
+        require_flow: bool = False,
+    ):
+        super().__init__(space, size, labelled, None, ignore_index, require_flow=require_flow)
+        self.root = Path(root)
+        frames_dir, labels_dir = self.root / self.frames_dir, self.root / self.labels_dir
+        if not frames_dir.is_dir():
+            raise missing_dataset(self.title, self.root, self.download, frames_dir / self.first_file)
+        frames, labels = self._numbered(frames_dir), self._numbered(labels_dir) if labelled else {}
+        if labelled and not labels:
+            raise DatasetNotFoundError(f"{self.title} labels are not at {labels_dir}: unpack them there")
+        for stem in sorted(frames):
+            if labelled and stem not in labels:
+                self._note_missing([labels_dir / f"{stem}.png"])
+                continue
+            self._add(stem, frames_dir / frames[stem], labels_dir / labels[stem] if labelled else None)
+        if not self.samples:
+            raise DatasetNotFoundError(f"{self.title} at {self.root} holds no image with a label")
+
+    def _numbered(self, folder: Path) -> dict[str, str]:
+        """Stem -> file name of the ``<n>.png`` files in ``folder`` whose stem has ``digits`` digits."""
+        names = list_dir(folder)
+        return {
+            n[:-4]: n for n in names if n.endswith(".png") and n[:-4].isdigit() and len(n) == self.digits + 4
+        }
 
 
-def _paired(name: str, root: Path, frames_dir: Path, labels_dir: Path, digits: int, labelled: bool, reader):
-    frames, labels = _numbered(frames_dir, digits), _numbered(labels_dir, digits) if labelled else {}
-    if labelled and not labels:
-        raise DatasetNotFoundError(f"{name} labels are not at {labels_dir}: unpack them there")
-    for stem in sorted(frames):
-        if labelled and stem not in labels:
-            reader._note_missing([labels_dir / f"{stem}.png"])  # an image without its label gives no sample
-            continue
-        reader._add(stem, frames_dir / frames[stem], labels_dir / labels[stem] if labelled else None)
-    if not reader.samples:
-        raise DatasetNotFoundError(f"{name} at {root} holds no image with a label")
-
-
-class GTA5Images(ImageClips):
+class GTA5Images(NumberedImages):
     """GTA5 (24,966 1914x1052 images; method.md section 9). Labels are palette PNGs whose indices are
     Cityscapes label ids, decoded into the 19 classes. Frames and labels are resized to ``size`` (height,
     width; default 720x1280, the 1280x720 at which image-DA methods read GTA5)."""
 
     dataset_name = "gta5"
     raw_label_ids = 34
+    title = "GTA5"
+    download = (
+        "download the images and labels parts from https://download.visinf.tu-darmstadt.de/data/from_games/"
+    )
+    frames_dir, labels_dir, digits, first_file = "images", "labels", 5, "00001.png"
 
     def __init__(
         self,
@@ -124,37 +151,26 @@ class GTA5Images(ImageClips):
         ignore_index: int = 255,
         require_flow: bool = False,
     ):
-        super().__init__(space, size, labelled, None, ignore_index, require_flow=require_flow)
-        self.root = Path(root)
-        if not (self.root / "images").is_dir():
-            raise missing_dataset(
-                "GTA5",
-                self.root,
-                "download the images and labels parts from https://download.visinf.tu-darmstadt.de/data/from_games/",
-                self.root / "images" / "00001.png",
-            )
-        _paired("GTA5", self.root, self.root / "images", self.root / "labels", 5, labelled, self)
+        super().__init__(root, size, labelled, space, ignore_index, require_flow)
 
     def read_raw_label(self, path: Path) -> np.ndarray:
-        if not path.is_file():
-            raise DataFileError(f"label {path} is missing")
-        try:
-            with Image.open(path) as image:
-                if image.mode not in ("P", "L"):
-                    raise DataFileError(
-                        f"label {path} is a {image.mode} image; GTA5 labels are palette PNGs of Cityscapes label ids"
-                    )
-                return np.asarray(image)
-        except (OSError, SyntaxError) as err:
-            raise DataFileError(f"label {path} is truncated or not a readable image ({err})") from None
+        mode, array = read_pil(path)
+        if mode not in ("P", "L"):
+            raise DataFileError(
+                f"label {path} is a {mode} image; GTA5 labels are palette PNGs of Cityscapes label ids"
+            )
+        return array
 
 
-class SynthiaImages(ImageClips):
+class SynthiaImages(NumberedImages):
     """SYNTHIA-RAND-CITYSCAPES (9,400 1280x760 images; method.md section 9), decoded into 16 classes. Frames
     and labels are resized to ``size`` (default: as stored)."""
 
     dataset_name = "synthia_image"
     raw_label_ids = 23
+    title = "SYNTHIA-RAND-CITYSCAPES"
+    download = "download SYNTHIA-RAND-CITYSCAPES from https://synthia-dataset.net"
+    frames_dir, labels_dir, digits, first_file = "RGB", "GT/LABELS", 7, "0000000.png"
 
     def __init__(
         self,
@@ -165,24 +181,7 @@ class SynthiaImages(ImageClips):
         ignore_index: int = 255,
         require_flow: bool = False,
     ):
-        super().__init__(space, size, labelled, None, ignore_index, require_flow=require_flow)
-        self.root = Path(root)
-        if not (self.root / "RGB").is_dir():
-            raise missing_dataset(
-                "SYNTHIA-RAND-CITYSCAPES",
-                self.root,
-                "download SYNTHIA-RAND-CITYSCAPES from https://synthia-dataset.net",
-                self.root / "RGB" / "0000000.png",
-            )
-        _paired(
-            "SYNTHIA-RAND-CITYSCAPES",
-            self.root,
-            self.root / "RGB",
-            self.root / "GT" / "LABELS",
-            7,
-            labelled,
-            self,
-        )
+        super().__init__(root, size, labelled, space, ignore_index, require_flow)
 
     def read_raw_label(self, path: Path) -> np.ndarray:
         return decode_synthia_label(_imread(path, cv2.IMREAD_UNCHANGED, "label"), path)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from dastc.errors import DataFileError
 
@@ -17,6 +18,19 @@ def _imread(path: Path, flags: int, what: str) -> np.ndarray:
     if image is None:
         raise DataFileError(f"{what} {path} is truncated or not a readable image")
     return image
+
+
+def read_pil(path: Path, what: str = "label") -> tuple[str, np.ndarray]:
+    """An image read with Pillow as (mode, array), keeping palette indices as they are (OpenCV would expand
+    them to colours): for label PNGs stored as indexed images."""
+    if not path.is_file():
+        raise DataFileError(f"{what} {path} is missing")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.mode, np.asarray(image)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's UnidentifiedImageError and truncation: OSErrors
+        raise DataFileError(f"{what} {path} is truncated or not a readable image ({err})") from None
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

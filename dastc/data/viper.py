@@ -19,10 +19,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from dastc.data.class_spaces import VIPER, apply_lookup
-from dastc.data.image_io import read_rgb
+from dastc.data.image_io import read_pil, read_rgb
 from dastc.data.real_clips import (
     ClipFiles,
     FlowFile,
@@ -55,14 +54,7 @@ _NAME = re.compile(r"^(?P<seq>.+)_(?P<frame>\d{5})\.(?P<ext>jpg|png)$")
 
 def read_viper_ids(path: Path) -> np.ndarray:
     """The raw VIPER class ids of a class PNG as H x W uint8 (see the module docstring for the encodings)."""
-    if not path.is_file():
-        raise DataFileError(f"label {path} is missing")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode, array = image.mode, np.asarray(image)
-    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
-        raise DataFileError(f"label {path} is truncated or not a readable image ({err})") from None
+    mode, array = read_pil(path)
     if mode in ("P", "L", "I", "I;16") and array.ndim == 2:
         if array.max(initial=0) > 255:
             raise DataFileError(f"label {path} holds ids above 255; not a VIPER class PNG")
