@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
@@ -91,16 +92,6 @@ def synthetic_batch(cfg, source_size, target_size, classes: int) -> dict:
     return batch
 
 
-def _to(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, list):
-        return [_to(v, device) for v in batch]
-    return batch
-
-
 class _GlobalOnly:
     """Stands in for FlopCounterMode's per-module tracker, which fails on tensors that need a gradient but were
     made without one in the method's step ("Expected gradient function to be set"); the total is unchanged."""
@@ -126,7 +117,9 @@ def _measure_step(job: dict) -> dict:
     method.train()
     method.teacher.model.eval()
     optimizer = make_optimizer(method.student, method.optim)
-    batch = _to(synthetic_batch(cfg, job["source_size"], job["target_size"], cfg.dataset.num_classes), device)
+    batch = move_data_to_device(
+        synthetic_batch(cfg, job["source_size"], job["target_size"], cfg.dataset.num_classes), device
+    )
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 
     def step():
