@@ -56,9 +56,14 @@ def test_benchmark_configs_follow_method_md(tmp_path, name):
     assert list(cfg.schedule.long_tail_classes) == list(space.long_tail_classes)
     schedule = {"max_steps": 40000, "ckpt_every": 1000, "poly_horizon": 250000, "ema_momentum": 0.999}
     schedule |= {"feature_fusion_start": 8000, "warmup_steps": 0}
-    schedule |= {"lr": 2.5e-4, "lambda_target": 1.0, "rare_classes": 2} if name == "synthia" else {}
-    schedule |= {"lr": 1e-4, "lambda_target": 0.1, "rare_classes": 3} if name == "viper" else {}
+    schedule |= {"lr": 2.5e-4, "rare_classes": 2} if name == "synthia" else {}
+    schedule |= {"lr": 1e-4, "rare_classes": 3} if name == "viper" else {}
     assert {k: cfg.schedule[k] for k in schedule} == schedule
+    # lambda_T and the strong target augmentation per method (TPS, ECCV 2022; the authors' DA-STC loop).
+    per_method = {"tps": (1.0, True), "dastc": (1.0, True)} if name == "synthia" else {}
+    per_method |= {"tps": (0.1, True), "dastc": (0.2, False)} if name == "viper" else {}
+    for method, expected in per_method.items():
+        assert (cfg.schedule[method].lambda_target, cfg.schedule[method].strong_target_aug) == expected
     assert cfg.batch_size == 1 and cfg.class_index.endswith(f"index/{name}_source_classes.json")
     assert (cfg.source.dataset.num_frames, cfg.target.dataset.num_frames, cfg.val.num_frames) == (2, 3, 2)
     assert list(cfg.target.dataset.size) == list(cfg.val.size) == [512, 1024] and cfg.val.label_size is None
