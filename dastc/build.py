@@ -58,6 +58,8 @@ def apply_speed_options(method: AdaptationMethod, model: DictConfig | dict) -> N
     """``model.channels_last`` and ``model.compile`` on the student and the teacher's network. Compilation is
     in place (``nn.Module.compile``), so parameter names and checkpoints stay those of the plain network."""
     networks = [method.student, method.teacher.model]
+    if method.teacher.initial is not None:  # the frozen start network labels the first steps
+        networks.append(method.teacher.initial)
     if model.get("channels_last"):
         for network in networks:
             network.to(memory_format=torch.channels_last)

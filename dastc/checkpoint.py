@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dastc.errors import CheckpointError
@@ -133,8 +134,24 @@ def init_weights_from(method, path: str | Path, cfg: DictConfig) -> dict[str, li
         raise CheckpointError(f"model.init_from={path} holds no weight of this run's network")
     method.student.load_state_dict({k: stored[k] for k in loaded}, strict=False)
     method.teacher.restart(method.student)  # the teacher starts from the same weights
+    kept = [k for k in own if k not in loaded]
+    if kept:
+        # Some of this network starts untrained (DA-STC's 256-d head after TPS): the stored network itself,
+        # with its own trained head, makes the pseudo-labels until the teacher has learnt (switch_step).
+        network, config = stored_network(checkpoint["dastc_config"], stored)
+        method.teacher.set_initial(network, config)
     return {
         "loaded": loaded,
-        "kept": [k for k in own if k not in loaded],
+        "kept": kept,
         "ignored": [k for k in stored if k not in own or stored[k].shape != own[k].shape],
     }
+
+
+def stored_network(run_config: dict, weights: dict) -> tuple[torch.nn.Module, dict]:
+    """The network a run trained (its ``backbone`` config, resolved, without ImageNet weights to fetch) with
+    ``weights``; returns it and the config that rebuilds it."""
+    backbone = OmegaConf.to_container(OmegaConf.create(run_config).backbone, resolve=True)
+    backbone["pretrained"] = None  # the trained weights replace whatever it started from
+    network = instantiate(backbone)
+    network.load_state_dict(weights)
+    return network, backbone

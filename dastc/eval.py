@@ -47,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for path in paths:
         stored = checkpoint if path == Path(cfg.ckpt_path) else load_run_checkpoint(path)
         try:
-            method.load_state_dict(stored["state_dict"])
+            method.load_run_weights(stored)
         except RuntimeError as err:
             raise CheckpointError(
                 f"checkpoint {path} does not fit the network of its run's config: {err}"

@@ -74,7 +74,7 @@ def load_model(cfg: DictConfig):
     path = resolve_ckpt_path(str(cfg.ckpt_path), ".")
     checkpoint = load_run_checkpoint(path)
     _, datamodule, method = rebuild_run(checkpoint, cfg.paths, cfg.get("eval_model"))  # no data is read
-    method.load_state_dict(checkpoint["state_dict"])
+    method.load_run_weights(checkpoint)
     return method.eval(), datamodule.class_names
 
 
@@ -87,7 +87,9 @@ def agreement(previous: torch.Tensor, current: torch.Tensor, flow: torch.Tensor)
     [2, H, W] (nearest), counted where the flow stays inside the previous frame."""
     warped = warp(previous[None, None].float(), flow[None], mode="nearest")[0, 0].long()
     h, w = current.shape
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=current.device), torch.arange(w, device=current.device), indexing="ij"
+    )
     x, y = xs + flow[0], ys + flow[1]
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     return int(((warped == current) & inside).sum()), int(inside.sum())

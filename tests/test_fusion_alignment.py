@@ -151,9 +151,8 @@ def test_tps_pseudo_labels_land_where_the_flow_says(flip):
         frames[0, k, 0, 4:6, x : x + 3] = 1.0
     flow = torch.zeros(1, 2, 2, h, w)
     flow[:, :, 0] = -2.0  # every frame's grid points 2 px left into the previous frame
-    labels, confidence = (
-        x[:, -1] for x in clip_pseudo_labels(OneHotOfFirstChannel(), frames, flow, flip=flip)
-    )
+    pseudo = clip_pseudo_labels(OneHotOfFirstChannel(), frames, flow, flip=flip)
+    labels, confidence = pseudo.labels[:, -1], pseudo.confidence[:, -1]
     expected = torch.zeros(h, w, dtype=torch.long)
     expected[4:6, 7:10] = 1  # where the object is at t, though the teacher only saw t-1
     assert torch.equal(labels[0, :, 2:], expected[:, 2:])

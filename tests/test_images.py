@@ -31,7 +31,7 @@ def test_image_pseudo_labels_are_the_teachers_prediction_with_or_without_the_fli
     frames = torch.zeros(2, 1, 3, 4, 6)
     frames[0, 0, 0, :, :2] = 1.0  # the left third of image 0 is red
     for flip in (False, True):
-        labels, confidence = clip_pseudo_labels(LeftRight(), frames, None, flip)
+        labels, confidence, _ = clip_pseudo_labels(LeftRight(), frames, None, flip)
         assert labels.shape == confidence.shape == (2, 1, 4, 6)
         expected = torch.zeros(2, 1, 4, 6, dtype=torch.long)
         expected[0, 0, :, :2] = 1

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -128,9 +129,11 @@ class AdaptationMethod(L.LightningModule):
         """The method's weighted loss terms for one paired batch ``{"source": clip, "target": clip}``."""
         raise NotImplementedError
 
-    def ce(self, out, labels: torch.Tensor) -> torch.Tensor:
-        """Main + ``aux_weight`` x auxiliary cross-entropy of a network output against [B, H, W] labels."""
-        return segmentation_loss(out, labels, self.aux_weight, self.ignore_index)
+    def ce(self, out, labels: torch.Tensor, aux_labels: torch.Tensor | None = None, aux: bool = True):
+        """Main + ``aux_weight`` x auxiliary cross-entropy of a network output against [B, H, W] labels (the
+        auxiliary head against ``aux_labels`` when given); ``aux=False``: the main head's alone."""
+        weight = self.aux_weight if aux else 0.0
+        return segmentation_loss(out, labels, weight, self.ignore_index, aux_labels)
 
     def source_loss(self, source: dict):
         """The student's output on the source clips and its cross-entropy on their current frame."""
@@ -272,6 +275,8 @@ class AdaptationMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["dastc_config"] = self.run_config
+        if self.teacher.initial is not None:  # the frozen start network labels: how to rebuild it
+            checkpoint["dastc_initial_labeller"] = self.teacher.initial_config
         state = {
             "python": random.getstate(),
             # As a tensor, so that Lightning can restore the checkpoint with weights_only loading.
@@ -287,7 +292,23 @@ class AdaptationMethod(L.LightningModule):
             torch.distributed.all_gather_object(states, state)
             checkpoint["dastc_rng_per_rank"] = states
 
+    def restore_initial_labeller(self, checkpoint: dict) -> None:
+        """Rebuild the teacher's frozen start network (``model.init_from`` with another head) when a checkpoint
+        holds one, drop it when it does not, so that the checkpoint's weights load with the rest."""
+        config = checkpoint.get("dastc_initial_labeller")
+        if config is None:
+            self.teacher.initial, self.teacher.initial_config = None, None
+        elif self.teacher.initial is None or self.teacher.initial_config != config:
+            self.teacher.set_initial(instantiate(config), config)
+
+    def load_run_weights(self, checkpoint: dict) -> None:
+        """The weights of a checkpoint written by a run of this config (student, teacher and, while it labels,
+        the teacher's start network)."""
+        self.restore_initial_labeller(checkpoint)
+        self.load_state_dict(checkpoint["state_dict"])
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.restore_initial_labeller(checkpoint)
         per_rank = checkpoint.get("dastc_rng_per_rank")
         if per_rank is not None and len(per_rank) != (self.trainer.world_size if self._trainer else 1):
             log.warning(

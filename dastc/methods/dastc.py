@@ -31,13 +31,17 @@ from dastc.methods.fusion import (
     choose_source_classes,
     choose_target_classes,
     class_mask,
+    crop_box_holding,
     crop_clip,
     fill_unlabelled_frames,
+    flow_fallback,
     mix_clips,
     paste_rare_classes,
     random_crop_box,
 )
-from dastc.methods.tps import TPS
+from dastc.methods.losses import upsample_to
+from dastc.methods.pseudo_labels import PseudoLabels
+from dastc.methods.tps import TPS, current_pair
 from dastc.models.output import SegmentationOutput
 
 
@@ -53,6 +57,7 @@ class FusionConfig:
     long_tail: list[int] = field(default_factory=list)  # always pasted from the source when present
     rare_class_paste: bool = True  # also paste long-tail classes from other source clips (batch["rare"])
     rare_classes: int = 2  # how many (the DataModule supplies them; 2 SYNTHIA-Seq, 3 VIPER)
+    rare_min_pixels: int = 5  # a rare clip's crop window is re-drawn until it holds this many class pixels
 
 
 @dataclass
@@ -65,7 +70,8 @@ class AlignConfig:
     temperature: float = 0.1
     margin: float = 0.0
     min_pixels: int = 5
-    # Also aggregate a (t, t-2) target pass, averaged with (t, t-1) as the authors do.
+    # mmd: also aggregate a (t, t-2) target pass over the raw frames, averaged with (t, t-1) as the authors'
+    # loop does. (The cosine aggregates span the frames each pass computes; a second pass adds nothing new.)
     second_pass: bool = True
     # Under DDP, sum the class aggregates over ranks (one global aggregate per class and domain, as one process
     # with the global batch would have); false: each rank aligns its own clips' aggregates.
@@ -77,6 +83,7 @@ class DASTC(TPS):
         super().__init__(*args, **kwargs)
         self.fusion = FusionConfig(**dict(fusion or {}))
         self.align = AlignConfig(**dict(align or {}))
+        # With batch 1 the pasted source clip is the previous step's (kept in checkpoints for exact resumes).
         self._previous_source: dict | None = None
 
     # --- the algorithm ----------------------------------------------------------------------------------------
@@ -85,27 +92,19 @@ class DASTC(TPS):
         source_out, source_ce = self.source_loss(source)
         if self.adaptation_step < 0:
             return {"source_ce": source_ce}
-        pseudo, confidence = self.pseudo_labels(target)
+        pseudo = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
-        self.record("target", frames=augmented, pseudo=pseudo, confidence=confidence)
-        student_target = {**self.student_view(target, augmented), "all_frames": augmented}
-        target_out = self.student(student_target["frames"], student_target["flow"])
-        losses = {
-            "source_ce": source_ce,
-            "target_ce": self.lambda_target * self.ce(target_out, pseudo[:, -1]),
-        }
+        self.record("target", frames=augmented, pseudo=pseudo.labels, confidence=pseudo.confidence)
+        view = self.student_view(target, augmented)
+        target_out = self.student(view["frames"], view["flow"])
+        target_ce = self.ce(target_out, pseudo.labels[:, -1], aux_labels=pseudo.aux)
+        losses = {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
         if self.fusion.image or self.fusion.feature:
             rare = batch.get("rare") if self.fusion.rare_class_paste else None
-            losses.update(self.fusion_losses(source, student_target, pseudo, confidence, rare))
+            losses.update(self.fusion_losses(source, target, augmented, pseudo, rare))
         if self.align.enabled:
             losses["align"] = self.align.weight * self.alignment_loss(
-                source_out,
-                source["labels"][:, -1],
-                target,
-                student_target,
-                target_out,
-                pseudo[:, -1],
-                confidence[:, -1],
+                source, source_out, target, target_out, pseudo
             )
         return losses
 
@@ -116,68 +115,89 @@ class DASTC(TPS):
         if source["frames"].shape[0] > 1:
             return {k: v.roll(1, 0) for k, v in clip.items()}
         previous, self._previous_source = self._previous_source, {k: v.detach() for k, v in clip.items()}
-        return clip if previous is None else previous
+        if previous is None or any(previous[k].shape != clip[k].shape for k in clip):
+            return clip  # the first step (or a clip of another size): the clip itself
+        return {k: v.to(clip[k].device) for k, v in previous.items()}
 
     def fusion_losses(
-        self,
-        source: dict,
-        target: dict,
-        pseudo: torch.Tensor,
-        confidence: torch.Tensor,
-        rare: dict | None = None,
+        self, source: dict, target: dict, augmented: torch.Tensor, pseudo: PseudoLabels, rare: dict | None
     ) -> dict:
+        """The two intermediate domains, both directions: source classes pasted into the strongly augmented
+        target pair (labels: source ground truth inside, pseudo-labels outside), confident target classes of
+        the raw target pair pasted into the source pair (as the authors' loop pastes raw target frames); at
+        the image level (with rare classes pasted into both) and the shallow-feature level. Each mixed clip is
+        supervised on its current frame through the main head only, as in the authors' loop."""
         cfg = self.fusion
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-        source, paste = self.shared_size(source, target, self.paste_source(source), generator)
+        # One CPU generator seeded from the global stream (checkpointed): the same draws on any device.
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (), device="cpu")))
+        strong, raw = current_pair(target, augmented), current_pair(target, target["frames"])
+        source, paste = self.shared_size(source, strong, self.paste_source(source), generator)
         paste = {**paste, "labels": fill_unlabelled_frames(paste["labels"], self.ignore_index)}
         source_sets = choose_source_classes(
             paste["labels"][:, -1], generator, cfg.source_classes, cfg.long_tail, self.ignore_index
         )
         source_mask = class_mask(paste["labels"], source_sets)
         target_sets = choose_target_classes(
-            pseudo[:, -1], generator, source_sets, cfg.target_classes, self.ignore_index
+            pseudo.labels[:, -1], generator, source_sets, cfg.target_classes, self.ignore_index
         )
-        target_mask = class_mask(pseudo, target_sets, confidence, cfg.target_threshold)
-        s2t = mix_clips(target, paste, source_mask, pseudo, paste["labels"])
-        t2s = mix_clips(source, target, target_mask, source["labels"], pseudo)
+        target_mask = class_mask(pseudo.labels, target_sets, pseudo.confidence, cfg.target_threshold)
+        s2t = mix_clips(strong, paste, source_mask, pseudo.labels, paste["labels"])
+        t2s = mix_clips(source, raw, target_mask, source["labels"], pseudo.labels)
         losses = {}
         if cfg.image:
-            s2t_image = s2t
+            s2t_image, t2s_image = s2t, t2s
             if rare is not None:  # pasted at the image level only: the feature level mixes two clips
-                rare_clips = [self.shared_size(c, target, None, generator)[0] for c in rare["clips"]]
-                rare_clips = [
-                    {**c, "labels": fill_unlabelled_frames(c["labels"], self.ignore_index)}
-                    for c in rare_clips
-                ]
+                rare_clips = self.rare_clips(rare, strong, generator)
                 s2t_image = paste_rare_classes(s2t, rare_clips, rare["classes"])
+                t2s_image = paste_rare_classes(t2s, rare_clips, rare["classes"])
             self.record("mix_s2t", frames=s2t_image["frames"], labels=s2t_image["labels"])
-            self.record("mix_t2s", frames=t2s["frames"], labels=t2s["labels"])
-            losses["mix_s2t_ce"] = self.lambda_target * self.ce(
-                self.student(s2t_image["frames"], s2t_image.get("flow")), s2t_image["labels"][:, -1]
-            )
-            losses["mix_t2s_ce"] = self.ce(self.student(t2s["frames"], t2s.get("flow")), t2s["labels"][:, -1])
+            self.record("mix_t2s", frames=t2s_image["frames"], labels=t2s_image["labels"])
+            losses["mix_s2t_ce"] = self.lambda_target * self.mixed_ce(s2t_image["frames"], s2t_image)
+            losses["mix_t2s_ce"] = self.mixed_ce(t2s_image["frames"], t2s_image)
         if cfg.feature and self.adaptation_step >= cfg.feature_start:
-            shallow_t = self.student.encode_shallow(target["frames"])
-            shallow_p = self.student.encode_shallow(paste["frames"])
-            shallow_s = self.student.encode_shallow(source["frames"])
+            shallow = {
+                name: self.student.encode_shallow(clip["frames"])
+                for name, clip in (("strong", strong), ("raw", raw), ("paste", paste), ("source", source))
+            }
             mixed_s2t = [
                 blend_features(own, other, source_mask, cfg.alpha)
-                for own, other in zip(shallow_t, shallow_p, strict=True)
+                for own, other in zip(shallow["strong"], shallow["paste"], strict=True)
             ]
             mixed_t2s = [
                 blend_features(own, other, target_mask, cfg.alpha)
-                for own, other in zip(shallow_s, shallow_t, strict=True)
+                for own, other in zip(shallow["source"], shallow["raw"], strict=True)
             ]
-            out = self.student(target["frames"], s2t.get("flow"), shallow=mixed_s2t)
-            losses["feat_s2t_ce"] = self.lambda_target * self.ce(out, s2t["labels"][:, -1])
-            out = self.student(source["frames"], t2s.get("flow"), shallow=mixed_t2s)
-            losses["feat_t2s_ce"] = self.ce(out, t2s["labels"][:, -1])
+            losses["feat_s2t_ce"] = self.lambda_target * self.mixed_ce(strong["frames"], s2t, mixed_s2t)
+            losses["feat_t2s_ce"] = self.mixed_ce(source["frames"], t2s, mixed_t2s)
         return losses
+
+    def mixed_ce(self, frames: torch.Tensor, mixed: dict, shallow: list | None = None) -> torch.Tensor:
+        """Main-head cross-entropy of the student on a mixed clip's current frame (the frames, or shallow
+        features, with the mixed flow); pasted pixels whose flow leaves the pasted region use the current
+        frame's scores instead of the warped previous frame's."""
+        flow = mixed.get("flow")
+        out = self.student(frames, flow, shallow=shallow, fallback=flow_fallback(mixed["mask"], flow))
+        return self.ce(out, mixed["labels"][:, -1], aux=False)
+
+    def rare_clips(self, rare: dict, like: dict, generator: torch.Generator) -> list[dict]:
+        """The rare-class source clips at the mixed clips' size: each cropped to a window that holds enough of
+        its class on the current frame (re-drawn while it does not), unlabelled frames given frame t's label."""
+        size = tuple(like["frames"].shape[-2:])
+        clips = []
+        for k, clip in enumerate(rare["clips"]):
+            if tuple(clip["frames"].shape[-2:]) != size:
+                boxes = [
+                    crop_box_holding(labels[-1], int(cls), size, generator, self.fusion.rare_min_pixels)
+                    for labels, cls in zip(clip["labels"], rare["classes"][:, k], strict=True)
+                ]
+                clip = _stack_crops(clip, boxes)
+            clips.append({**clip, "labels": fill_unlabelled_frames(clip["labels"], self.ignore_index)})
+        return clips
 
     @staticmethod
     def shared_size(source: dict, target: dict, paste: dict | None, generator: torch.Generator):
-        """Source-side clips cropped to the target's size, one random window per clip batch (method.md 6a:
-        a 512x1024 window of the 640x1280 source frames); unchanged when the sizes already agree."""
+        """Source-side clips cropped to the target's size, one random window per clip batch (a 512x1024
+        window of the 640x1280 source frames, as the authors crop); unchanged when the sizes already agree."""
         size = target["frames"].shape[-2:]
         height, width = source["frames"].shape[-2:]
         if (height, width) == size:
@@ -192,55 +212,109 @@ class DASTC(TPS):
 
     # --- 6c: category-aware alignment -------------------------------------------------------------------------
     def alignment_loss(
-        self, source_out, source_labels, target, student_target, target_out, pseudo, confidence
+        self, source: dict, source_out, target: dict, target_out, pseudo: PseudoLabels
     ) -> torch.Tensor:
         """Category-aware alignment of this step's clips. Under DDP the class aggregates are summed over ranks
-        (``align.sync_ranks``): every rank aligns the aggregates of the whole global batch."""
+        (``align.sync_ranks``): every rank aligns the aggregates of the whole global batch.
+
+        cosine (the paper): per-class aggregates of the 256-d deep features over every frame the student
+        computed, current and previous alike: source pixels by ground truth where the prediction agrees,
+        target pixels by the teacher's pseudo-labels of t and t-1, each weighted by its confidence.
+        mmd (the authors' released loop): class-mean fused logits of the current frame; the target's average
+        the (t, t-1) pass and a (t, t-2) pass over the raw frames."""
         cfg = self.align
-        # Source pixels count where the prediction agrees with the ground truth, weighted by its confidence.
-        probs = F.softmax(source_out.logits.detach(), 1)
-        labels, weights = self._at(source_out, source_labels, probs.max(1).values[:, None], agree_with=probs)
-        source_mean, source_present = self._aggregate(source_out, labels, weights)
-        # Target pixels by pseudo-label, weighted by the teacher's confidence; (t, t-1) and (t, t-2) passes.
-        outs = [target_out]
-        # A network that ignores earlier frames would give the (t, t-2) pass exactly the (t, t-1) one.
-        # Images (clips of one frame) have no (t, t-2) pass: their aggregates are over space alone.
-        video = student_target["all_frames"].shape[1] == 3
-        if cfg.second_pass and video and getattr(self.student, "uses_previous_frame", True):
-            frames = student_target["all_frames"][:, [0, 2]]  # (t-2, t), augmented like the first pass
-            flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]  # t -> t-1 -> t-2
-            outs.append(self.student(frames, flow))
-        means, presents = [], []
-        for out in outs:
-            labels, weights = self._at(out, pseudo, confidence[:, None])
-            mean, present = self._aggregate(out, labels, weights)
-            means.append(mean)
-            presents.append(present)
-        target_mean = torch.stack(means).mean(0)
-        both = source_present & torch.stack(presents).all(0)
-        if cfg.loss == "mmd":
-            return mmd_loss(source_mean[both], target_mean[both])
-        if cfg.loss != "cosine":
+        if cfg.loss not in ("cosine", "mmd"):
             raise ValueError(f"method.align.loss must be 'cosine' or 'mmd', got {cfg.loss!r}")
+        frames_of = (lambda out: [out]) if cfg.loss == "mmd" else _frames_computed
+        source_parts = []
+        for k, out in enumerate(frames_of(source_out)):  # current, then previous
+            probs = F.softmax(out.logits.detach(), 1)
+            labels = source["labels"][:, -1 - k]
+            source_parts.append((out, labels, probs.max(1).values[:, None], probs))
+        source_mean, source_present = self._aggregate(source_parts)
+        target_parts = [
+            (out, pseudo.labels[:, -1 - k], pseudo.confidence[:, -1 - k, None], None)
+            for k, out in enumerate(frames_of(target_out))
+        ]
+        target_mean, target_present = self._aggregate(target_parts)
+        if cfg.loss == "mmd":
+            if cfg.second_pass and target["frames"].shape[1] == 3:
+                # (t-2, t) over the raw frames, flow t -> t-1 -> t-2; a network that ignores earlier frames
+                # would give exactly the first pass.
+                if getattr(self.student, "uses_previous_frame", True):
+                    flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]
+                    second = self.student(target["frames"][:, [0, 2]], flow)
+                    parts = [(second, pseudo.labels[:, -1], pseudo.confidence[:, -1, None], None)]
+                    second_mean, second_present = self._aggregate(parts)
+                    target_mean = (target_mean + second_mean) / 2
+                    target_present = target_present & second_present
+            both = source_present & target_present
+            return mmd_loss(source_mean[both], target_mean[both])
+        both = source_present & target_present
         return intra_class_loss(source_mean, target_mean, both) + inter_class_loss(
             source_mean, target_mean, both, cfg.inter, cfg.temperature, cfg.margin
         )
 
-    def _aggregate(self, out: SegmentationOutput, labels, weights):
-        # The MMD variant compares class-mean logits (the authors' code); the cosine losses deep features.
-        values = out.logits if self.align.loss == "mmd" else out.features
+    def _aggregate(self, parts: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """One domain's class aggregates over ``parts`` (frames): each ``(output, labels [B, H, W], weights
+        [B, 1, H, W], agree_with)``, brought to its output's resolution and pooled into one set of sums."""
+        values, labels, weights = [], [], []
+        for out, label, weight, agree_with in parts:
+            small_labels, small_weights = self._at(out, label, weight, agree_with)
+            values.append(out.logits if self.align.loss == "mmd" else out.features)
+            labels.append(small_labels)
+            weights.append(small_weights)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         reduce = all_ranks_sum if self.align.sync_ranks and distributed else None
         return class_aggregates(
-            values, labels, weights, self.num_classes, self.align.min_pixels, self.ignore_index, reduce
+            torch.cat(values),
+            torch.cat(labels),
+            torch.cat(weights),
+            self.num_classes,
+            self.align.min_pixels,
+            self.ignore_index,
+            reduce,
         )
 
     def _at(self, out: SegmentationOutput, labels: torch.Tensor, weights: torch.Tensor, agree_with=None):
         """Labels and weights at the resolution of the network's features (nearest / bilinear)."""
         size = (out.logits if self.align.loss == "mmd" else out.features).shape[-2:]
         small = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        weights = F.interpolate(weights.float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+        weights = upsample_to(weights.float(), size)[:, 0]
         if agree_with is not None:
-            prediction = F.interpolate(agree_with, size=size, mode="bilinear", align_corners=False).argmax(1)
+            prediction = upsample_to(agree_with, size).argmax(1)
             small = torch.where(prediction == small, small, torch.full_like(small, self.ignore_index))
         return small, weights
+
+    # --- checkpoints ------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # The clip the next step pastes (batch 1): without it a resumed run pastes another and diverges.
+        previous = None
+        if self._previous_source is not None:
+            previous = {k: v.detach().cpu() for k, v in self._previous_source.items()}
+        if self._trainer is not None and self.trainer.world_size > 1:
+            per_rank = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(per_rank, previous)
+            checkpoint["dastc_previous_source_per_rank"] = per_rank
+        else:
+            checkpoint["dastc_previous_source"] = previous
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        per_rank = checkpoint.get("dastc_previous_source_per_rank")
+        if per_rank is not None:
+            self._previous_source = per_rank[self.global_rank] if self.global_rank < len(per_rank) else None
+        else:
+            self._previous_source = checkpoint.get("dastc_previous_source")
+
+
+def _frames_computed(out: SegmentationOutput) -> list[SegmentationOutput]:
+    """The outputs of every frame a video network computed: the current frame's, then the previous one's."""
+    return [out] if out.previous is None else [out, out.previous]
+
+
+def _stack_crops(clip: dict, boxes: list[tuple]) -> dict:
+    """Each clip of a batch cropped to its own window (frames, labels, flow)."""
+    crops = [crop_clip({k: v[i : i + 1] for k, v in clip.items()}, box) for i, box in enumerate(boxes)]
+    return {k: torch.cat([c[k] for c in crops]) for k in crops[0]}

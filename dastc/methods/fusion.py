@@ -14,10 +14,18 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from dastc.flow.warp import warp
+
 
 def _present(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     classes = labels.unique()
     return classes[classes != ignore_index]
+
+
+def _shuffled(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``values`` in a random order drawn from ``generator`` (a CPU generator: the same draws on any device)."""
+    order = torch.randperm(len(values), generator=generator, device=generator.device)
+    return values[order.to(values.device)]
 
 
 def choose_source_classes(
@@ -32,9 +40,10 @@ def choose_source_classes(
     sets = []
     for label in labels:
         present = _present(label, ignore_index)
-        pick = present[torch.randperm(len(present), generator=generator)[:num_random]]
-        sets.append(torch.cat((pick, torch.as_tensor(list(long_tail), dtype=pick.dtype))).unique())
-    return _pad(sets)
+        pick = _shuffled(present, generator)[:num_random]
+        tail = torch.as_tensor(list(long_tail), dtype=pick.dtype, device=pick.device)
+        sets.append(torch.cat((pick, tail)).unique())
+    return _pad(sets, labels.device)
 
 
 def choose_target_classes(
@@ -49,14 +58,15 @@ def choose_target_classes(
     sets = []
     for label, excluded in zip(pseudo_labels, exclude, strict=True):
         present = _present(label, ignore_index)
-        present = present[~torch.isin(present, excluded)]
-        sets.append(present[torch.randperm(len(present), generator=generator)[:num_random]])
-    return _pad(sets)
+        present = present[~torch.isin(present, excluded.to(present.device))]
+        sets.append(_shuffled(present, generator)[:num_random])
+    return _pad(sets, pseudo_labels.device)
 
 
-def _pad(sets: list[torch.Tensor]) -> torch.Tensor:
+def _pad(sets: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Class sets of different sizes as one [B, K] tensor on ``device``, padded with -1."""
     width = max((len(s) for s in sets), default=0)
-    out = torch.full((len(sets), max(width, 1)), -1, dtype=torch.long)
+    out = torch.full((len(sets), max(width, 1)), -1, dtype=torch.long, device=device)
     for i, s in enumerate(sets):
         out[i, : len(s)] = s
     return out
@@ -118,9 +128,32 @@ def random_crop_box(height: int, width: int, crop: tuple[int, int], generator: t
     ch, cw = crop
     if ch > height or cw > width:
         raise ValueError(f"crop {crop} is larger than the {height}x{width} frames")
-    top = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
+    top = int(torch.randint(0, height - ch + 1, (1,), generator=generator, device=generator.device))
+    left = int(torch.randint(0, width - cw + 1, (1,), generator=generator, device=generator.device))
     return top, left, ch, cw
+
+
+def crop_box_holding(
+    labels: torch.Tensor,
+    cls: int,
+    crop: tuple[int, int],
+    generator: torch.Generator,
+    min_pixels: int = 5,
+    tries: int = 10,
+) -> tuple:
+    """A random window of size ``crop`` inside ``labels`` [H, W] that holds at least ``min_pixels`` pixels of
+    class ``cls``: drawn again while it does not (the authors re-draw until more than 5 pixels of the rare
+    class are inside), at most ``tries`` times, then the window that held the most."""
+    best, best_count = None, -1
+    for _ in range(tries):
+        box = random_crop_box(*labels.shape[-2:], crop, generator)
+        top, left, h, w = box
+        count = int((labels[top : top + h, left : left + w] == cls).sum())
+        if count >= min_pixels:
+            return box
+        if count > best_count:
+            best, best_count = box, count
+    return best
 
 
 def crop_clip(clip: dict, box: tuple[int, int, int, int]) -> dict:
@@ -142,6 +175,16 @@ def paste_rare_classes(mixed: dict, rare_clips: list[dict], rare_classes: torch.
         pasted = mix_clips(out, rare, mask, out["labels"], rare["labels"])
         out = {**pasted, "mask": out["mask"] | mask}
     return out
+
+
+def flow_fallback(mask: torch.Tensor, flow: torch.Tensor | None) -> torch.Tensor | None:
+    """Pixels of a mixed clip's current frame [B, H, W] that were pasted (``mask`` [B, T, H, W]) but whose flow
+    does not lead into the pasted region of the previous frame: there the warped previous-frame scores would
+    show the other clip, so the video network uses the current frame's own (None for images)."""
+    if flow is None or flow.shape[1] == 0 or mask.shape[1] < 2:
+        return None
+    landed = warp(mask[:, -2:-1].to(flow.dtype), flow[:, -1], mode="nearest")[:, 0] > 0.5
+    return mask[:, -1] & ~landed
 
 
 def fill_unlabelled_frames(labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

@@ -9,10 +9,15 @@ from dastc.models.output import SegmentationOutput
 
 
 def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of [B, C, h, w] logits to ``size`` (a no-op when the size already matches)."""
+    """Bilinear resizing of [B, C, h, w] maps to ``size`` (a no-op when the size already matches).
+
+    Corner-aligned, as DeepLab-v2 and the TPS/DA-VSN/ADVENT code resize their outputs: output pixel m of a
+    w-wide map lands on input pixel m (W - 1) / (w - 1), so the first and last pixels of both grids coincide
+    (a 1024-wide frame's 129 logits sit on its pixels 0, 7.99, ..., 1023). See docs/method.md, "Geometry".
+    """
     if logits.shape[-2:] == tuple(size):
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -23,10 +28,16 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
 
 
 def segmentation_loss(
-    out: SegmentationOutput, labels: torch.Tensor, aux_weight: float = 0.1, ignore_index: int = 255
+    out: SegmentationOutput,
+    labels: torch.Tensor,
+    aux_weight: float = 0.1,
+    ignore_index: int = 255,
+    aux_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Main cross-entropy plus ``aux_weight`` x the auxiliary head's, when the network has one."""
+    """Main cross-entropy plus ``aux_weight`` x the auxiliary head's, when the network has one; the auxiliary
+    head learns from ``aux_labels`` when given (a teacher's auxiliary pseudo-labels), else from ``labels``."""
     loss = cross_entropy(out.logits, labels, ignore_index)
     if out.aux_logits is not None and aux_weight:
-        loss = loss + aux_weight * cross_entropy(out.aux_logits, labels, ignore_index)
+        aux_labels = labels if aux_labels is None else aux_labels
+        loss = loss + aux_weight * cross_entropy(out.aux_logits, aux_labels, ignore_index)
     return loss

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
-from torchvision.transforms import v2
 
 from dastc.methods.base import AdaptationMethod
-from dastc.methods.pseudo_labels import clip_pseudo_labels
+from dastc.methods.pseudo_labels import PseudoLabels, clip_pseudo_labels
+from dastc.methods.target_augment import StrongPhotometric, random_rescale
 
 
 def strong_photometric(
     blur_p: float = 0.6,
-    blur_kernels=(5, 7, 9),
+    blur_sigmas=(5, 7, 9),
     jitter_p: float = 0.8,
     jitter=(0.8, 0.8, 0.8, 0.2),
     gray_p: float = 0.2,
-) -> v2.Transform:
-    """TPS's strong augmentation on raw RGB in [0, 1]: Gaussian blur (kernel 5/7/9, p 0.6), colour jitter
-    (brightness/contrast/saturation 0.8, hue 0.2; p 0.8), grayscale (p 0.2). Called on one clip's frames
-    [T, 3, H, W], it samples its parameters once, so every frame gets the same augmentation."""
-    blur = v2.RandomChoice([v2.GaussianBlur(k) for k in blur_kernels])
-    return v2.Compose(
-        [
-            v2.RandomApply([blur], p=blur_p),
-            v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
-            v2.RandomGrayscale(p=gray_p),
-        ]
-    )
+) -> StrongPhotometric:
+    """TPS's strong augmentation on raw RGB in [0, 1] (TPS, ECCV 2022): Gaussian blur of sigma 5/7/9 pixels
+    (PIL's GaussianBlur radius, p 0.6), colour jitter (brightness/contrast/saturation 0.8, hue 0.2; p 0.8),
+    grayscale (p 0.2). Called on one clip's frames [T, 3, H, W], it samples its parameters once, so every frame
+    gets the same augmentation."""
+    return StrongPhotometric(blur_p, blur_sigmas, jitter_p, jitter, gray_p)
+
+
+def current_pair(target: dict, frames: torch.Tensor) -> dict:
+    """The (t-1, t) pair of (t-2, t-1, t) target clips ``frames`` with the flow of t, at the clips' own size,
+    or an image (a clip of one frame) alone."""
+    if frames.shape[1] == 1:
+        return {"frames": frames, "flow": None}
+    return {"frames": frames[:, 1:], "flow": target["flow"][:, 1:]}
 
 
 class TPS(AdaptationMethod):
@@ -44,15 +48,22 @@ class TPS(AdaptationMethod):
         lambda_target: float = 1.0,
         flip_prob: float = 0.5,
         strong_aug: bool = True,
+        strong_aug_params: Mapping | None = None,
+        rescale: Sequence[float] | None = (0.8, 1.2),
+        rescale_multiple: int = 8,
         warmup_steps: int = 0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         if warmup_steps < 0:
             raise ValueError(f"method.warmup_steps must be >= 0, got {warmup_steps}")
+        if rescale is not None and not (len(rescale) == 2 and 0 < rescale[0] < rescale[1]):
+            raise ValueError(f"method.rescale must be null or [low, high] with 0 < low < high, got {rescale}")
         self.lambda_target = lambda_target
         self.flip_prob = flip_prob
-        self.augment = strong_photometric() if strong_aug else None
+        self.augment = strong_photometric(**dict(strong_aug_params or {})) if strong_aug else None
+        self.rescale = None if rescale is None else tuple(float(r) for r in rescale)
+        self.rescale_multiple = rescale_multiple
         self.warmup_steps = warmup_steps
 
     @property
@@ -65,19 +76,21 @@ class TPS(AdaptationMethod):
         if self.warmup_steps > 0 and self.adaptation_step == 0:
             self.teacher.restart(self.student)
 
-    def pseudo_labels(self, target: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher pseudo-labels and confidences [B, 2, H, W] of the target clips' frames (t-1, t), mirrored
-        with probability ``flip_prob``."""
-        flip = bool(torch.rand(()) < self.flip_prob)
+    def pseudo_labels(self, target: dict) -> PseudoLabels:
+        """Teacher pseudo-labels and confidences [B, 2, H, W] of the target clips' frames (t-1, t) and the
+        auxiliary head's labels of t, mirrored with probability ``flip_prob``."""
+        flip = bool(torch.rand((), device="cpu") < self.flip_prob)  # the global CPU stream, on any device
         return clip_pseudo_labels(self.teacher, target["frames"], target.get("flow"), flip, self.ignore_index)
 
-    @staticmethod
-    def student_view(target: dict, frames: torch.Tensor) -> dict:
+    def student_view(self, target: dict, frames: torch.Tensor) -> dict:
         """What the student sees of target clips: the pair (t-1, t) of a (t-2, t-1, t) clip with the flow of t,
-        or an image (a clip of one frame, method.md section 9) alone."""
-        if frames.shape[1] == 1:
-            return {"frames": frames, "flow": None}
-        return {"frames": frames[:, 1:], "flow": target["flow"][:, 1:]}
+        or an image (a clip of one frame, method.md section 9) alone, rescaled by a ratio drawn from
+        ``rescale`` (TPS). The flow keeps the pseudo-labels' grid: the network resizes it to its logits,
+        vectors scaled, and the losses upsample the logits to the pseudo-labels."""
+        view = current_pair(target, frames)
+        if self.rescale is not None:
+            view["frames"] = random_rescale(view["frames"], self.rescale, self.rescale_multiple)
+        return view
 
     def augmented_target(self, target: dict) -> torch.Tensor:
         """The target clips' frames (t-2, t-1, t) strongly augmented, one draw per clip for all its frames."""
@@ -91,9 +104,10 @@ class TPS(AdaptationMethod):
         _, source_ce = self.source_loss(source)
         if self.adaptation_step < 0:
             return {"source_ce": source_ce}
-        pseudo, confidence = self.pseudo_labels(target)
+        pseudo = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
-        self.record("target", frames=augmented, pseudo=pseudo, confidence=confidence)
+        self.record("target", frames=augmented, pseudo=pseudo.labels, confidence=pseudo.confidence)
         view = self.student_view(target, augmented)
         out = self.student(view["frames"], view["flow"])
-        return {"source_ce": source_ce, "target_ce": self.lambda_target * self.ce(out, pseudo[:, -1])}
+        target_ce = self.ce(out, pseudo.labels[:, -1], aux_labels=pseudo.aux)
+        return {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}

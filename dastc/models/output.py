@@ -7,7 +7,10 @@ Two kinds of networks:
   ``head`` parameters. The shallow state is a list because some decoders read several early feature maps
   (skip connections); a method that mixes shallow features mixes every tensor of the list.
 - a **video network** (``dastc.models.video``) wraps a frame network and segments the current frame of a clip:
-  ``forward(frames [B, T, 3, H, W], flow [B, T-1, 2, H, W] | None, shallow=None) -> SegmentationOutput``.
+  ``forward(frames [B, T, 3, H, W], flow [B, T-1, 2, H, W] | None, shallow=None, fallback=None)
+  -> SegmentationOutput``; ``fallback`` [B, H, W] (bool, at the frames' size) marks current-frame pixels
+  whose flow is not to be trusted (pasted objects without a valid flow): a network that fuses the previous
+  frame uses the current frame's own scores there.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ class SegmentationOutput:
     ``aux_logits`` an optional auxiliary head's output (weighted by ``method.aux_weight``); ``features`` the
     deep feature map before the classifier (feature alignment); ``shallow`` the frame network's shallow state
     (current frame); ``branch_logits`` the un-fused per-branch outputs of a video network (``"current"``,
-    ``"previous_warped"``).
+    ``"previous_warped"``); ``previous`` the previous frame's own output (on its own grid, computed without
+    gradients) when a video network ran one: the category-aware alignment aggregates it with the current frame.
     """
 
     logits: torch.Tensor
@@ -33,3 +37,4 @@ class SegmentationOutput:
     features: torch.Tensor | None = None
     shallow: list[torch.Tensor] | None = None
     branch_logits: dict[str, torch.Tensor] | None = None
+    previous: SegmentationOutput | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dastc.flow.warp import warp
@@ -51,6 +52,7 @@ class SingleFrame(VideoNet):
         frames: torch.Tensor,
         flow: torch.Tensor | None = None,
         shallow: list[torch.Tensor] | None = None,
+        fallback: torch.Tensor | None = None,
     ) -> SegmentationOutput:
         return self._frame(frames, -1, shallow)
 
@@ -79,6 +81,7 @@ class ACCEL(VideoNet):
         frames: torch.Tensor,
         flow: torch.Tensor | None = None,
         shallow: list[torch.Tensor] | None = None,
+        fallback: torch.Tensor | None = None,
     ) -> SegmentationOutput:
         current = self._frame(frames, -1, shallow)
         if frames.shape[1] < 2:
@@ -87,11 +90,11 @@ class ACCEL(VideoNet):
             raise ValueError("ACCEL needs the flow of the current frame towards the previous one")
         with torch.no_grad():
             previous = self._frame(frames, -2, shallow)
-        warped = warp(previous.logits, flow[:, -1])
+        warped = self._warped(previous.logits, current.logits, flow, fallback)
         fused = self.fusion(torch.cat((current.logits, warped), 1))
         fused_aux = None
         if current.aux_logits is not None:
-            warped_aux = warp(previous.aux_logits, flow[:, -1])
+            warped_aux = self._warped(previous.aux_logits, current.aux_logits, flow, fallback)
             fused_aux = self.fusion(torch.cat((current.aux_logits, warped_aux), 1))
         return SegmentationOutput(
             logits=fused,
@@ -99,7 +102,18 @@ class ACCEL(VideoNet):
             features=current.features,
             shallow=current.shallow,
             branch_logits={"current": current.logits, "previous_warped": warped},
+            previous=previous,
         )
+
+    @staticmethod
+    def _warped(previous, current, flow, fallback):
+        """The previous frame's scores on the current grid; where ``fallback`` marks a pixel (resized to the
+        scores' grid, nearest), the current frame's own scores instead (the authors' pasted-object rule)."""
+        warped = warp(previous, flow[:, -1])
+        if fallback is None:
+            return warped
+        small = F.interpolate(fallback[:, None].float(), size=current.shape[-2:], mode="nearest") > 0.5
+        return torch.where(small, current, warped)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """The fusion layer is new, like the classifiers: it trains at the heads' learning rate."""
