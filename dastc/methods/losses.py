@@ -13,7 +13,7 @@ def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Corner-aligned, as DeepLab-v2 and the TPS/DA-VSN/ADVENT code resize their outputs: output pixel m of a
     w-wide map lands on input pixel m (W - 1) / (w - 1), so the first and last pixels of both grids coincide
-    (a 1024-wide frame's 129 logits sit on its pixels 0, 7.99, ..., 1023). See docs/method.md, "Geometry".
+    (a 1024-wide frame's 129 logits sit on its pixels 0, 7.99, ..., 1023).
     """
     if logits.shape[-2:] == tuple(size):
         return logits
