@@ -32,7 +32,7 @@ from dastc.build import rebuild_run
 from dastc.checkpoint import load_run_checkpoint, resolve_ckpt_path
 from dastc.cli import user_errors
 from dastc.data.image_io import read_rgb
-from dastc.errors import DataFileError
+from dastc.errors import ConfigError, DataFileError
 from dastc.flow.estimators import DISFlow
 from dastc.flow.warp import warp
 from dastc.viz.colour import colourise, overlay, palette_for
@@ -100,6 +100,8 @@ def predict(cfg: DictConfig, console: Console | None = None) -> dict:
     """Segment ``cfg.input``, write the outputs into ``paths.output_dir``; returns the consistency summary."""
     console = console or Console()
     method, class_names = load_model(cfg)
+    device = torch.device(resolve_device(cfg.get("device", "auto")))
+    method.to(device)
     palette = palette_for(class_names)
     flow_net = DISFlow(cfg.flow_preset)
     out = Path(cfg.paths.output_dir)
@@ -118,10 +120,10 @@ def predict(cfg: DictConfig, console: Console | None = None) -> dict:
             prev_frame = frame if previous is None else previous[1]
             flow = torch.from_numpy(flow_net(frame, prev_frame)).permute(2, 0, 1)
             clip = {
-                "frames": torch.stack([_tensor(prev_frame), _tensor(frame)])[None],
-                "flow": flow[None, None],
+                "frames": torch.stack([_tensor(prev_frame), _tensor(frame)])[None].to(device),
+                "flow": flow[None, None].to(device),
             }
-            mask = method.predict_clip(clip)[0]
+            mask = method.predict_clip(clip)[0].cpu()
             if previous is not None:
                 a, c = agreement(previous[0], mask, flow)
                 agree, counted = agree + a, counted + c
@@ -146,6 +148,15 @@ def predict(cfg: DictConfig, console: Console | None = None) -> dict:
         soft_wrap=True,
     )
     return summary
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: the GPU when there is one, else the CPU; otherwise the torch device named."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}, but torch sees no CUDA device here: use device=cpu or auto")
+    return name
 
 
 def write_videos(out: Path, frames: list[np.ndarray], fps: int) -> None:

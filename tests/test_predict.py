@@ -93,3 +93,13 @@ def test_predict_command_line(checkpoint, frames_dir, tmp_path):
     assert "4 frames segmented; temporal consistency" in proc.stdout
     (out,) = (checkpoint.parent.parent / "predict").iterdir()  # next to the run
     assert (out / "overlay.gif").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_predict_device_is_the_cpu_without_a_gpu_and_cuda_is_refused_clearly():
+    from dastc.errors import ConfigError
+    from dastc.predict import resolve_device
+
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")
