@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dastc.build import build_datamodule
 from dastc.config import compose_config
 from dastc.data.toy import ensure_toy_benchmark
 
@@ -42,3 +43,13 @@ def make_cfg(data_dir, tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def batch(data_dir):
+    """One DA-STC training batch of the toy benchmark (2 source and 2 target clips, rare-class clips included)."""
+    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "method=dastc", "dataset.batch_size=2"])
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))

@@ -15,15 +15,6 @@ from dastc.models.output import SegmentationOutput
 from dastc.models.video import ACCEL
 
 
-@pytest.fixture(scope="module")
-def batch(data_dir):
-    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "method=dastc", "dataset.batch_size=2"])
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    return next(iter(dm.train_dataloader()))  # with rare-class clips
-
-
 def _method(data_dir, *overrides):
     cfg = compose_config(
         "train",

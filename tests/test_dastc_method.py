@@ -12,15 +12,6 @@ from dastc.methods.optim import make_optimizer
 ALL = {"source_ce", "target_ce", "mix_s2t_ce", "mix_t2s_ce", "feat_s2t_ce", "feat_t2s_ce", "align"}
 
 
-@pytest.fixture(scope="module")
-def batch(data_dir):
-    cfg = compose_config("train", [f"paths.data_dir={data_dir}", "method=dastc", "dataset.batch_size=2"])
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    return next(iter(dm.train_dataloader()))  # with rare-class clips
-
-
 def _method(data_dir, *overrides):
     backbone = [o for o in overrides if o.startswith("backbone=")] or ["backbone=accel", "backbone.depth=18"]
     rest = [o for o in overrides if not o.startswith("backbone=")]
