@@ -22,6 +22,7 @@ from dastc.data.class_index import (
 )
 from dastc.data.clip import collate_clips
 from dastc.data.histogram import match_clip_histograms
+from dastc.data.prepare import prepare_benchmark
 from dastc.errors import ConfigError, DataFileError
 
 
@@ -164,8 +165,9 @@ class PairedClipDataModule(L.LightningDataModule):
     (which the checkpoint restores for the model's own randomness).
 
     ``source``/``target``/``val`` (and each of ``extra_val``) are dataset configs with ``_target_``; ``prepare``
-    is an optional config of a callable run once (on rank 0) before the datasets are opened, for example to
-    generate the toy benchmark. With ``rare_classes`` > 0 (DA-STC's rare-class pasting asks for it) each
+    is run once (on rank 0) before the datasets are opened: a config of a callable (generating the toy
+    benchmark), or the options of :func:`dastc.data.prepare.prepare_benchmark` for a downloaded one (its cheap
+    checks, and ``flow: true`` computes missing flow files). With ``rare_classes`` > 0 (DA-STC's rare-class pasting asks for it) each
     training sample also carries that many source clips of long-tail classes (``schedule.long_tail_classes``),
     found through the class index cached at ``class_index`` (built on first use). ``hist_match`` matches each
     source clip's colour histograms to its paired target clip's current frame. Validation loader 0 is the target
@@ -179,7 +181,7 @@ class PairedClipDataModule(L.LightningDataModule):
         num_classes: int,
         source: DictConfig,
         target: DictConfig,
-        val: DictConfig,
+        val: DictConfig | None,
         extra_val: Mapping[str, DictConfig] | None = None,
         prepare: DictConfig | None = None,
         eval_classes: Sequence[int] | None = None,
@@ -218,8 +220,9 @@ class PairedClipDataModule(L.LightningDataModule):
                 )
         self.ignore_index = ignore_index
         extra = {f"val_{name}": cfg for name, cfg in (extra_val or {}).items()}
-        self.configs = {"source": source, "target": target, "val": val, **extra}
-        self.val_names = ["target"] + list(extra_val or {})
+        # val=None: a target without labelled frames (dataset=videos); then nothing scores the target.
+        self.configs = {"source": source, "target": target, **({"val": val} if val is not None else {}), **extra}
+        self.val_names = (["target"] if val is not None else []) + list(extra_val or {})
         self.prepare_cfg = prepare
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
@@ -234,8 +237,10 @@ class PairedClipDataModule(L.LightningDataModule):
         self.samples_consumed = 0  # restored from checkpoints: where the training stream resumes
 
     def prepare_data(self) -> None:
-        if self.prepare_cfg is not None:
-            instantiate(self.prepare_cfg)
+        if self.prepare_cfg is not None and "_target_" in self.prepare_cfg:
+            instantiate(self.prepare_cfg)  # a generated benchmark (the toy one)
+        elif self.prepare_cfg is not None:  # a downloaded one: check it, compute the flow it still lacks
+            prepare_benchmark(self.name, self.configs, self.prepare_cfg)
         # Build the class index's cache once, here, before the other ranks read it in setup().
         if self.rare_classes > 0 and self.class_index_path:
             self._class_index(instantiate(self.configs["source"]))
@@ -313,7 +318,7 @@ class PairedClipDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         self.setup()
-        keys = ["val"] + [f"val_{name}" for name in self.val_names[1:]]
+        keys = ["val" if name == "target" else f"val_{name}" for name in self.val_names]
         loaders = []
         for key in keys:
             dataset, sampler = self.datasets[key], None
