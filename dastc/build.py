@@ -28,8 +28,8 @@ def build_datamodule(cfg: DictConfig, training: bool = True) -> PairedClipDataMo
 
 
 def rare_classes_needed(cfg: DictConfig) -> int:
-    """Long-tail source clips per training sample the method pastes (DA-STC's rare-class pasting, method.md
-    6a); 0 for methods without it or with it switched off."""
+    """Long-tail source clips per training sample the method pastes (docs/method.md,
+    Rare-class pasting); 0 for methods without it or with it switched off."""
     fusion = cfg.get("method", {}).get("fusion") or {}
     if not fusion.get("rare_class_paste") or not (fusion.get("image") or fusion.get("feature")):
         return 0
@@ -102,6 +102,7 @@ def rebuild_run(
     (a ``conf/dataset`` config with the run's classes) the benchmark it is scored on."""
     run_cfg = OmegaConf.create(checkpoint["dastc_config"])
     run_cfg.paths = OmegaConf.to_container(paths, resolve=True)  # this machine's data and outputs
+    run_cfg.backbone.pretrained = None  # the checkpoint's weights replace the ImageNet ones: fetch nothing
     if eval_model:
         run_cfg.method.eval_model = eval_model
     if dataset is not None:

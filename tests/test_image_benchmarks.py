@@ -1,5 +1,5 @@
-"""The image extension's benchmarks (method.md section 9) on tiny copies in the datasets' own encodings:
-decoding pixel for pixel, clear errors, and training and evaluation through the command line."""
+"""The image extension's benchmarks (docs/benchmarks.md, Image benchmarks) on tiny copies in the datasets' own
+encodings: decoding pixel for pixel, clear errors, and training and evaluation through the command line."""
 
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ def test_image_presets_carry_the_papers_image_settings_and_train(tmp_path, prese
         return
     tiny = [
         "backbone.encoder_name=mit_b0",
+        "backbone.pretrained=null",  # tests never download
         "trainer=cpu",
         "trainer.precision=32-true",
         "trainer.max_steps=2",

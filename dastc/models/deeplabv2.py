@@ -1,9 +1,9 @@
-"""DeepLab-v2 on a dilated ResNet with frozen batch norm (method.md section 3).
+"""DeepLab-v2 on a dilated ResNet with frozen batch norm (docs/method.md, Model (ACCEL on DeepLab-v2)).
 
 ResNet-{18,34,50,101} trunk, layer3 dilated by 2 and layer4 by 4 (every block of the layer, as in DeepLab-v2),
 output stride 8, max-pool with ``ceil_mode`` as in the Caffe original. Batch norm is frozen: its statistics and
 affine parameters never change, in ``train()`` mode too (the peers left it training with batch size 1 by
-accident). Heads: an auxiliary DeepLab-v2 classifier on layer3 and, on layer4, either method.md's main head
+accident). Heads: an auxiliary DeepLab-v2 classifier on layer3 and, on layer4, either DA-STC's main head
 (``head="deeplabv2"``: four dilated 3x3 convolutions to 256 channels, summed, Dropout2d, 1x1 to the classes;
 the 256-d sum is the deep feature) or the plain DeepLab-v2 ASPP classifier of TPS/DA-VSN (``head="aspp"``).
 """
@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from dastc.models.input_norm import InputNorm
 from dastc.models.output import SegmentationOutput
-from dastc.models.weights import load_imagenet_resnet
+from dastc.models.weights import load_imagenet_resnet, resolve_resnet
 
 DILATIONS = (6, 12, 18, 24)
 SPLITS = ("stem", "layer1", "layer2")
@@ -148,7 +148,7 @@ class ClassifierModule(nn.Module):
 
 
 class FeatureHead(nn.Module):
-    """method.md's main head: ASPP to 256 channels (the deep feature), Dropout2d(0.1), 1x1 to C without bias."""
+    """DA-STC's main head: ASPP to 256 channels (the deep feature), Dropout2d(0.1), 1x1 to C without bias."""
 
     def __init__(self, in_channels: int, num_classes: int, feature_channels: int = 256, dropout: float = 0.1):
         super().__init__()
@@ -176,9 +176,12 @@ class ASPPHead(nn.Module):
 class DeepLabV2(nn.Module):
     """A DeepLab-v2 frame network (see dastc.models.output for the interface).
 
-    ``pretrained``: a local ImageNet ResNet file (``weights_format`` "torchvision" or "caffe" for the
-    Caffe-converted ``DeepLab_resnet_pretrained_imagenet.pth``); None starts from random weights. The input
-    normalisation and the stride placement follow the weights format.
+    ``pretrained``: ``"imagenet"`` (torchvision's ImageNet ResNet, from the torch cache or downloaded into it),
+    a local ImageNet ResNet file, or None for random weights. ``weights_format``: "torchvision", "caffe" (the
+    Caffe-converted ``DeepLab_resnet_pretrained_imagenet.pth``) or "auto" (the file's own; torchvision without
+    one). The input normalisation and the stride placement follow the format. dastc.train resolves
+    ``imagenet`` first (dastc.models.weights.resolve_pretrained), preferring the Caffe file under
+    ``${paths.data_dir}/weights/``; here, without a data directory, ``imagenet`` is torchvision's.
     """
 
     def __init__(
@@ -188,7 +191,7 @@ class DeepLabV2(nn.Module):
         head: str = "deeplabv2",
         shallow_split: str = "layer1",
         pretrained: str | None = None,
-        weights_format: str = "torchvision",
+        weights_format: str = "auto",
         dropout: float = 0.1,
         activation_checkpointing: bool = False,
     ):
@@ -202,6 +205,9 @@ class DeepLabV2(nn.Module):
             raise ValueError(f"backbone.shallow_split must be one of {SPLITS}, got {shallow_split!r}")
         self.num_classes = num_classes
         self.shallow_split = shallow_split
+        # The weights' format is settled before building: it places the strides and normalises the input.
+        weights, weights_format = resolve_resnet(pretrained, weights_format, depth)
+        self.weights_format = weights_format
         self.input_norm = InputNorm(weights_format)
         self.trunk = DilatedResNet(depth, stride_in_1x1=weights_format == "caffe")
         channels = self.trunk.channels
@@ -211,8 +217,8 @@ class DeepLabV2(nn.Module):
             if head == "deeplabv2"
             else ASPPHead(channels["layer4"], num_classes)
         )
-        if pretrained is not None:
-            load_imagenet_resnet(self.trunk, pretrained, weights_format, depth)
+        if weights is not None:
+            load_imagenet_resnet(self.trunk, weights, weights_format, depth)
 
     def encode_shallow(self, x: torch.Tensor) -> list[torch.Tensor]:
         t = self.trunk
@@ -243,7 +249,7 @@ class DeepLabV2(nn.Module):
         return x
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trunk at the base lr, both classifiers at ``head_lr_mult`` x (method.md section 4)."""
+        """Trunk at the base lr, both classifiers at ``head_lr_mult`` x (docs/method.md, Optimisation)."""
         return {
             "backbone": list(self.trunk.parameters()),
             "head": list(self.aux_head.parameters()) + list(self.head.parameters()),

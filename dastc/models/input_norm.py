@@ -1,4 +1,4 @@
-"""Input normalisation that follows the weights a network was trained with (method.md section 3)."""
+"""Input normalisation that follows the weights a network was trained with (docs/method.md, Model)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from torch import nn
 from dastc.models.input_norm import IMAGENET_MEAN, IMAGENET_STD, InputNorm
 from dastc.models.output import SegmentationOutput
 from dastc.models.video import ACCEL, SingleFrame
+from dastc.models.weights import load_smp_encoder, resolve_smp_encoder
 
 SHALLOW_LEVEL = 3  # features[0:3] = input, stride 2, stride 4
 
@@ -62,10 +63,13 @@ STAGES = {ResNetEncoder: _resnet_stage, MixVisionTransformerEncoder: _mit_stage}
 
 
 class SmpSegmenter(nn.Module):
-    """Any ``smp.create_model`` architecture with random init (``encoder_weights=None``: nothing is downloaded).
+    """Any ``smp.create_model`` architecture.
 
-    Input frames are RGB in [0, 1], normalised inside with ``input_mean``/``input_std``. Encoder stages an
-    ``encoder_depth`` below 5 never uses are removed, so that every parameter trains (DDP needs that).
+    ``pretrained``: None (random init), ``"imagenet"`` (smp's ImageNet encoder weights, from the Hugging Face
+    cache or downloaded into it, as smp's ``encoder_weights="imagenet"`` does) or a local file of encoder
+    weights (smp's ``model.safetensors``, a torchvision ResNet file, SegFormer's ``mit_b*.pth``). Input frames
+    are RGB in [0, 1], normalised inside with ``input_mean``/``input_std``. Encoder stages an ``encoder_depth``
+    below 5 never uses are removed, so that every parameter trains (DDP needs that).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class SmpSegmenter(nn.Module):
         input_mean: Sequence[float] = IMAGENET_MEAN,
         input_std: Sequence[float] = IMAGENET_STD,
         norm: str = "batch",
+        pretrained: str | None = None,
         **smp_kwargs,
     ):
         super().__init__()
@@ -85,6 +90,7 @@ class SmpSegmenter(nn.Module):
             raise ValueError(f"backbone.norm must be 'batch' or 'group', got {norm!r}")
         if decoder_channels is not None:
             smp_kwargs["decoder_channels"] = tuple(decoder_channels)
+        weights = resolve_smp_encoder(encoder_name, pretrained)  # fetched (or failing) before building
         self.net = smp.create_model(
             arch,
             encoder_name=encoder_name,
@@ -93,6 +99,8 @@ class SmpSegmenter(nn.Module):
             classes=num_classes,
             **smp_kwargs,
         )
+        if weights is not None:  # before norm="group" replaces the batch norms (their ImageNet values go)
+            load_smp_encoder(self.net.encoder, weights, encoder_name)
         if norm == "group":
             batch_norm_to_group_norm(self.net)
         self.num_classes = num_classes

@@ -58,7 +58,7 @@ class SingleFrame(VideoNet):
 
 
 class ACCEL(VideoNet):
-    """Flow-guided score fusion of the current and the previous frame (ACCEL, method.md section 3).
+    """Flow-guided score fusion of the current and the previous frame (ACCEL, docs/method.md, Model).
 
     The previous frame goes through the same frame network without gradients; its main and auxiliary logits
     are warped onto the current frame with ``flow[:, -1]`` (current grid -> previous frame, resized to the
