@@ -33,7 +33,7 @@ def run_checkpoints(ckpt_path: str | Path) -> list[Path]:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Score ``ckpt_path`` (``select=final``), or every checkpoint of its run and report the best on target val
-    (``select=best``, labelled as selected on val: method.md section 7's second figure)."""
+    (``select=best``, labelled as selected on val: docs/benchmarks.md, Evaluation protocol)."""
     if cfg.select not in ("final", "best"):
         raise ConfigError(f"select must be 'final' or 'best', got {cfg.select!r}")
     console = Console()
@@ -41,6 +41,12 @@ def evaluate(cfg: DictConfig) -> dict:
     run_cfg, datamodule, method = rebuild_run(
         checkpoint, cfg.paths, cfg.get("eval_model"), cfg.get("dataset")
     )
+    if "target" not in datamodule.val_names:
+        raise ConfigError(
+            f"dataset={datamodule.name} has no labelled target validation set (dataset.val is null): give it "
+            f"one (dataset={datamodule.name} dataset/val=cityscapes dataset.val.root=<labelled frames in the "
+            "Cityscapes layout>) or score on a benchmark in the run's class space (dataset=synthia)"
+        )
     trainer = instantiate(cfg.trainer, callbacks=[RichProgressBar()])
     paths = run_checkpoints(cfg.ckpt_path) if cfg.select == "best" else [Path(cfg.ckpt_path)]
     scored = []

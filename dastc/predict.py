@@ -160,12 +160,31 @@ def resolve_device(name: str) -> str:
 
 
 def write_videos(out: Path, frames: list[np.ndarray], fps: int) -> None:
-    """``overlay.mp4`` (OpenCV, mp4v) and ``overlay.gif`` (Pillow) of RGB frames."""
+    """``overlay.mp4`` (H.264 in yuv420p, which browsers play; ffmpeg from imageio-ffmpeg) and ``overlay.gif``
+    (Pillow) of RGB frames."""
+    import imageio_ffmpeg  # here: only this writer needs it
+
     h, w = frames[0].shape[:2]
-    video = cv2.VideoWriter(str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for frame in frames:
-        video.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    video.release()
+    # yuv420p stores colour per 2x2 block, so H.264 needs even sizes: an odd last row or column is repeated.
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    writer = imageio_ffmpeg.write_frames(
+        str(out / "overlay.mp4"),
+        (w + w % 2, h + h % 2),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=2,  # the padded sizes are even: no rescaling
+        ffmpeg_log_level="error",
+        output_params=["-movflags", "+faststart"],  # the index first: a browser plays while it downloads
+    )
+    try:
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(np.pad(frame, pad, mode="edge")))
+    except OSError as err:  # imageio-ffmpeg's error carries ffmpeg's command and message
+        raise DataFileError(f"ffmpeg could not write {out / 'overlay.mp4'}: {err}") from None
+    finally:
+        writer.close()
     images = [Image.fromarray(f) for f in frames]
     images[0].save(out / "overlay.gif", save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
 

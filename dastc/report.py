@@ -58,6 +58,8 @@ def write_metrics(out_dir: str | Path, metrics: dict[str, dict], info: dict) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**info, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+    if not metrics:  # no validation set at all (dataset.val=null): the run info only
+        return out_dir / "metrics.json"
     (out_dir / "metrics.csv").write_text(csv_table(metrics))
     header = ", ".join(f"{k}: {v}" for k, v in info.items() if k != "candidates")
     text = f"# IoU per class (%)\n\n{header}\n\n{markdown_table(metrics)}"
@@ -87,9 +89,16 @@ def print_metrics(console: Console, metrics: dict[str, dict], title: str) -> Non
 
 
 def report(console: Console, out_dir: str | Path, metrics: dict[str, dict], info: dict, label: str) -> None:
-    """Write ``metrics.json``/``.md`` into ``out_dir``, print the table and the one-line ``Target mIoU`` summary."""
+    """Write ``metrics.json``/``.md`` into ``out_dir``, print the table and the one-line ``Target mIoU`` summary
+    (without a target set, the other sets' scores; without any set, ``metrics.json`` only)."""
     write_metrics(out_dir, metrics, info)
+    if not metrics:
+        return
     print_metrics(console, metrics, f"IoU per class (%), {info['dataset']}, {label}")
+    if "target" not in metrics:  # dataset.val=null: only the extra (source) sets were scored
+        scores = " | ".join(f"{name} mIoU {m['mIoU']:.2f}" for name, m in metrics.items())
+        console.print(f"Scores ({info['dataset']}, {label}): {scores}  -> {out_dir}", highlight=False)
+        return
     extra = "".join(f" | {name} mIoU {m['mIoU']:.2f}" for name, m in metrics.items() if name != "target")
     subsets = "".join(f" ({sub} {metrics['target'][sub]:.2f})" for sub in subset_names(metrics))
     console.print(

@@ -16,12 +16,17 @@ from dastc.errors import ConfigError
 SPLITS = {"source": "source", "train": "target", "val": "val"}
 
 
-def selected_splits(split: str, option: str) -> list[str]:
-    """``split`` ('source' | 'train' | 'val' | 'all') as a list of split names; ``option`` names the key."""
+def selected_splits(split: str, option: str, dataset_cfg: DictConfig | None = None) -> list[str]:
+    """``split`` ('source' | 'train' | 'val' | 'all') as a list of split names; ``option`` names the key. With
+    ``dataset_cfg``, 'all' leaves out the splits it sets to null (``val: null``: a target without labels)."""
     if split == "all":
-        return list(SPLITS)
+        return [s for s in SPLITS if dataset_cfg is None or dataset_cfg.get(SPLITS[s]) is not None]
     if split not in SPLITS:
         raise ConfigError(f"{option} must be one of {', '.join([*SPLITS, 'all'])}, got {split!r}")
+    if dataset_cfg is not None and dataset_cfg.get(SPLITS[split]) is None:
+        raise ConfigError(
+            f"{option}={split}, but dataset={dataset_cfg.name} has none (dataset.{SPLITS[split]} is null)"
+        )
     return [split]
 
 

@@ -8,8 +8,8 @@ status 2):
 3. labels: every label file the clips use decodes and holds only the dataset's own class ids;
 4. flow: every flow the clips need is there (dastc's PNG or the authors' published ``*_int16_x10.npy``).
 
-It prints the clips found per split next to method.md's official counts and the class histogram of the source
-labels. Nothing is written.
+It prints the clips found per split next to the official counts (docs/benchmarks.md, The benchmarks) and the
+class histogram of the source labels. Nothing is written.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dastc.data.benchmark import open_reader, selected_splits
 from dastc.data.real_clips import RealClips, flow_command
 from dastc.errors import DataFileError, DatasetNotFoundError
 
-# Clips of the full datasets (method.md sections 1 and 2): labelled SYNTHIA-Seq frames 000001-000849, VIPER's
-# labelled train frames, Cityscapes-Seq's annotated train and val frames.
+# Clips of the full datasets (docs/benchmarks.md, The benchmarks): labelled SYNTHIA-Seq frames 000001-000849,
+# VIPER's labelled train frames, Cityscapes-Seq's annotated train and val frames.
 OFFICIAL_CLIPS = {
     ("synthia_seq", "train"): 849,
     ("viper", "train"): 13367,
@@ -169,7 +169,7 @@ def check_flows(readers: dict[str, RealClips], benchmark: str, max_listed: int) 
 
 def clips_table(readers: dict[str, RealClips]) -> Table:
     table = Table(title="Clips per split")
-    for column in ("split", "dataset", "clips found", "official (method.md)", "root", "flow folder"):
+    for column in ("split", "dataset", "clips found", "official count", "root", "flow folder"):
         table.add_column(column, overflow="fold")  # paths wrap rather than lose their ends
     for split, reader in readers.items():
         official = OFFICIAL_CLIPS.get((reader.dataset_name, reader.split))
@@ -207,7 +207,7 @@ def verify(cfg: DictConfig, console: Console | None = None) -> None:
     """Run the checks (raising a DastcError at the first kind of problem) and print the summary."""
     console = console or Console()
     options, dataset = cfg.verify, cfg.dataset
-    readers = open_readers(dataset, selected_splits(options.split, "verify.split"))
+    readers = open_readers(dataset, selected_splits(options.split, "verify.split", dataset))
     console.print(clips_table(readers))
     check_frames(readers, options.max_listed)
     if options.labels:

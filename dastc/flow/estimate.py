@@ -84,7 +84,7 @@ def estimate(cfg: DictConfig, console: Console | None = None) -> FlowFileCounts:
     """Compute the flows of the selected splits; returns the totals."""
     console = console or Console()
     flow = cfg.flow
-    splits = selected_splits(flow.split, "flow.split")
+    splits = selected_splits(flow.split, "flow.split", cfg.dataset)
     # Open every reader first: a missing dataset fails before any flow is computed.
     readers = {split: open_reader(cfg.dataset, split, require_flow=False) for split in splits}
     for split, reader in readers.items():
