@@ -108,7 +108,7 @@ def test_class_spaces_as_method_md_lists_them():
 def test_cityscapes_maps_agree_with_the_official_label_table(cs):
     names = {name: train for train, name in enumerate(cs.class_names)}
     if cs is VIPER:
-        names["rider"] = names["person"]  # merged: VIPER has no rider class (method.md section 2)
+        names["rider"] = names["person"]  # merged: VIPER has no rider class (docs/benchmarks.md, Class maps)
     for label_id, (name, official_train_id, colour) in CITYSCAPES_LABELS.items():
         assert cs.cityscapes_lut[label_id] == names.get(name, 255), (label_id, name)
         if official_train_id == 255:  # what Cityscapes ignores, we ignore too
@@ -413,11 +413,15 @@ def test_cityscapes_label_size_resizes_labels_nearest(tmp_path):
 
 
 def test_cityscapes_train_clips_from_gtfine_names(tmp_path):
+    # A copy trimmed to the clips' own frames: bochum's positions are lost (its run 311..313 reads as a
+    # snippet from 311), so only the label names index it.
     snippets = {("aachen", "000000"): [17, 18, 19], ("bochum", "000000"): [311, 312, 313]}
     labels = {("aachen", "000000"): [19], ("bochum", "000000"): [313]}
     root = make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels)
     flow_dir = tmp_path / "flow"
-    ds = CityscapesSeq(root, "train", "synthia", flow_dir=flow_dir, size=CS_SIZE)
+    by_position = CityscapesSeq(root, "train", "synthia", flow_dir=flow_dir, size=CS_SIZE)
+    assert by_position.annotated_from == "positions" and len(by_position) == 1
+    ds = CityscapesSeq(root, "train", "synthia", flow_dir=flow_dir, size=CS_SIZE, annotated_from="labels")
     assert ds.num_frames == 3 and not ds.labelled
     assert [(s.sequence, s.frame_ids) for s in ds.samples] == [
         ("aachen_000000", (17, 18, 19)),
@@ -450,24 +454,60 @@ def test_cityscapes_train_clips_from_gtfine_names(tmp_path):
     assert "python -m dastc.flow.estimate dataset=synthia flow.split=train" in str(err.value)
 
 
-def test_cityscapes_train_without_gtfine_derives_annotated_frames(tmp_path):
-    # aachen restarts its numbering per snippet; bochum runs on (annotated 313 = 294 + 19), and a partial copy of
-    # a third snippet (krefeld, frames 17-19 only) yields nothing without gtFine.
+def test_cityscapes_train_clips_by_snippet_position(tmp_path):
+    # Frame numbers restart per snippet (aachen) or run on within a sequence (bochum: two adjacent snippets
+    # 294..353, annotated 313 and 343; hamburg: 23..52, annotated 42). Partial copies: frankfurt's snippet
+    # 275..304 lacks 280 and 300..304 but keeps its first frame (annotated 294); krefeld keeps only 17..19
+    # of a per-snippet numbered sequence; hamburg's second snippet stops at 110, before its annotated 119.
     snippets = {
         ("aachen", "000000"): range(30),
         ("aachen", "000001"): range(30),
-        ("bochum", "000000"): list(range(294, 324)) + list(range(324, 354)),
+        ("bochum", "000000"): range(294, 354),
+        ("frankfurt", "000000"): [f for f in range(275, 300) if f != 280],
+        ("hamburg", "000000"): [*range(23, 53), *range(100, 111)],
         ("krefeld", "000000"): [17, 18, 19],
     }
-    root = make_cityscapes(tmp_path / "cityscapes", "train", snippets, labels=None)
+    # The train split never reads gtFine: a stray label on another frame changes nothing.
+    root = make_cityscapes(tmp_path / "cityscapes", "train", snippets, {("aachen", "000000"): [5]})
     ds = CityscapesSeq(root, "train", "viper", size=CS_SIZE, require_flow=False)
-    assert [(s.sequence, s.frame_ids[-1]) for s in ds.samples] == [
-        ("aachen_000000", 19),
-        ("aachen_000001", 19),
-        ("bochum_000000", 313),
-        ("bochum_000000", 343),
+    assert ds.annotated_from == "positions"
+    assert [(s.sequence, s.frame_ids) for s in ds.samples] == [
+        ("aachen_000000", (17, 18, 19)),
+        ("aachen_000001", (17, 18, 19)),
+        ("bochum_000000", (311, 312, 313)),
+        ("bochum_000000", (341, 342, 343)),
+        ("frankfurt_000000", (292, 293, 294)),
+        ("hamburg_000000", (40, 41, 42)),
+        ("krefeld_000000", (17, 18, 19)),
     ]
+    seq_dir = root / "leftImg8bit_sequence" / "train" / "hamburg"
+    assert ds.missing_frames == [seq_dir / f"hamburg_000000_{t:06d}_leftImg8bit.png" for t in (117, 118, 119)]
     assert annotated_frames_from_sequences({("x", "000000"): set(range(30))}) == {("x", "000000"): {19}}
+    assert annotated_frames_from_sequences({("x", "000000"): {40, 41, 42, 70}}) == {("x", "000000"): {59, 89}}
+
+
+def test_cityscapes_train_without_any_placeable_clip_says_what_it_looked_for(tmp_path):
+    root = make_cityscapes(tmp_path / "c", "train", {("bochum", "000000"): [311, 312, 313]}, labels=None)
+    with pytest.raises(DatasetNotFoundError) as err:
+        CityscapesSeq(root, "train", require_flow=False)
+    message = str(err.value)
+    frames_dir = root / "leftImg8bit_sequence" / "train"
+    assert message.startswith(
+        f"cityscapes_seq at {frames_dir} holds no clip of 3 consecutive frames ending on"
+    )
+    assert "looked for the 20th frame of each 30-frame snippet" in message
+    assert message.endswith(f"the first {frames_dir / 'bochum' / 'bochum_000000_000328_leftImg8bit.png'}")
+    with pytest.raises(DatasetNotFoundError, match="gtFine_trainvaltest.zip"):
+        CityscapesSeq(root, "train", require_flow=False, annotated_from="labels")
+    # A copy trimmed to its clips' frames, with labels: the error points at them, and they index it.
+    make_cityscapes(root, "train", {}, {("bochum", "000000"): [313]})
+    with pytest.raises(
+        DatasetNotFoundError, match=f"annotated_from=labels reads {root / 'gtFine' / 'train'}"
+    ):
+        CityscapesSeq(root, "train", require_flow=False)
+    assert len(CityscapesSeq(root, "train", require_flow=False, annotated_from="labels")) == 1
+    with pytest.raises(ValueError, match="annotated_from must be one of positions, labels"):
+        CityscapesSeq(root, "train", require_flow=False, annotated_from="names")
 
 
 def test_cityscapes_partial_copy_and_num_frames(tmp_path):

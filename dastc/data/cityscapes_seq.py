@@ -1,8 +1,12 @@
-"""Cityscapes-Seq, the target of both video benchmarks (method.md sections 2 and 7).
+"""Cityscapes-Seq, the target of both video benchmarks (docs/benchmarks.md, Cityscapes-Seq).
 
     <root>/leftImg8bit_sequence/<split>/<city>/<city>_<seq:06d>_<frame:06d>_leftImg8bit.png   30-frame snippets
     <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png                    annotated frames
 
+Which frames are annotated (the clips' current frames t) is told either by their position in the snippets,
+each snippet's 20th frame (the default for an unlabelled reader, which never reads gtFine: target training),
+or by the gtFine label names (the default for a labelled one: validation). ``root`` is a folder or an ordered
+list of them, the first holding ``leftImg8bit_sequence/<split>`` being read.
 Label ids are decoded into the benchmark's class space (12 classes for ``synthia``, 15 for ``viper``).
 Flow files: dastc's ``<flow_dir>/<split>/<city>/<city>_<seq>_<t:06d>_<s:06d>.png`` or the authors'
 ``<flow_dir>/<city>_<seq>_<t:06d>_<s:06d>_int16_x10.npy``, both the flow of frame t towards frame s = t-1.
@@ -25,6 +29,8 @@ from dastc.data.real_clips import (
     ClipFiles,
     FlowFile,
     RealClips,
+    Root,
+    find_root,
     flow_command,
     list_dir,
     missing_dataset,
@@ -34,7 +40,8 @@ from dastc.data.real_clips import (
 from dastc.errors import DataFileError, DatasetNotFoundError
 
 SNIPPET_LENGTH = 30
-ANNOTATED_INDEX = 19  # the 20th frame of each 30-frame snippet is the annotated one (method.md section 2)
+ANNOTATED_INDEX = 19  # the 20th of each 30-frame snippet is annotated (docs/benchmarks.md, Cityscapes-Seq)
+ANNOTATED_FROM = ("positions", "labels")  # how annotated frames are found (CityscapesSeq's annotated_from)
 DEFAULT_NUM_FRAMES = {"train": 3, "val": 2}  # t-2, t-1, t for training; t-1, t for validation
 RAW_LABEL_IDS = 34  # *_gtFine_labelIds.png hold Cityscapes label ids 0 (unlabeled) .. 33 (bicycle)
 
@@ -47,16 +54,19 @@ Snippets = dict[tuple[str, str], set[int]]  # (city, sequence) -> frame numbers
 class CityscapesSeq(RealClips):
     """Clips of ``num_frames`` consecutive Cityscapes-Seq frames ending on an annotated frame t.
 
-    Frames are resized to ``size`` (height, width; default 512x1024, the 1024x512 input of method.md s.7);
-    ``flow`` is [T-1, 2, *size] with ``flow[i]`` on frame i+1's grid pointing into frame i.
-    When ``labelled`` (default: the val split), ``labels`` is long [T, h, w] holding **the current frame's label
-    only** (earlier frames are all 255), and it is kept at the label file's **full resolution**: [T, 1024, 2048]
-    while frames are [T, 3, 512, 1024], because evaluation upsamples the logits to the label (method.md s.7).
-    Pass ``label_size`` (height, width) to resize labels with nearest neighbour instead. Unlabelled clips (target
-    training) carry no ``labels``.
+    Frames are resized to ``size`` (height, width; default 512x1024, the 1024x512 input of docs/benchmarks.md,
+    Evaluation protocol); ``flow`` is [T-1, 2, *size] with ``flow[i]`` on frame i+1's grid pointing into frame
+    i. When ``labelled`` (default: the val split), ``labels`` is long [T, h, w] holding **the current frame's
+    label only** (earlier frames are all 255), and it is kept at the label file's **full resolution**: [T,
+    1024, 2048] while frames are [T, 3, 512, 1024], because evaluation upsamples the logits to the label
+    (docs/benchmarks.md, Evaluation protocol). Pass ``label_size`` (height, width) to resize labels with
+    nearest neighbour instead. Unlabelled clips (target training) carry no ``labels``.
 
-    Samples: one per annotated frame, found from the gtFine label names; for an unlabelled reader without
-    gtFine they are derived from the sequence files (see :func:`annotated_frames_from_sequences`).
+    Samples: one per annotated frame whose clip frames are all present. ``annotated_from`` says how annotated
+    frames are found: ``"positions"`` (each 30-frame snippet's 20th frame, see
+    :func:`annotated_frames_from_sequences`; the default when ``labelled`` is False, so target training needs
+    no gtFine) or ``"labels"`` (the gtFine label names; the default when ``labelled``, and the way to index a
+    copy trimmed to the clips' own frames).
     """
 
     dataset_name = "cityscapes_seq"
@@ -64,7 +74,7 @@ class CityscapesSeq(RealClips):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: Root,
         split: str = "train",
         space: str | ClassSpace = "synthia",
         num_frames: int | None = None,
@@ -74,40 +84,40 @@ class CityscapesSeq(RealClips):
         label_size: tuple[int, int] | None = None,
         require_flow: bool = True,
         ignore_index: int = 255,
+        annotated_from: str | None = None,
     ):
         if split not in DEFAULT_NUM_FRAMES:
             raise ValueError(f"unknown Cityscapes-Seq split {split!r}; known: train, val")
+        if annotated_from not in (None, *ANNOTATED_FROM):
+            raise ValueError(
+                f"annotated_from must be one of {', '.join(ANNOTATED_FROM)}, got {annotated_from!r}"
+            )
         self.class_space = class_space(space)
         super().__init__(
             flow_dir, require_flow, flow_command(self.class_space.name, split), ignore_index, split
         )
-        self.root = Path(root)
+        self.root = find_root(
+            root, lambda p: (p / "leftImg8bit_sequence" / split).is_dir(), lambda c: _missing(c, split)
+        )
         self.num_frames = num_frames if num_frames is not None else DEFAULT_NUM_FRAMES[split]
         if self.num_frames < 1:
             raise ValueError("num_frames must be at least 1")
         self.size = tuple(size) if size is not None else None
         self.label_size = tuple(label_size) if label_size is not None else None
         self.labelled = split == "val" if labelled is None else labelled
+        self.annotated_from = annotated_from or ("labels" if self.labelled else "positions")
         self.num_classes = self.class_space.num_classes
 
         frames_dir = self.root / "leftImg8bit_sequence" / split
         labels_dir = self.root / "gtFine" / split
-        if not frames_dir.is_dir():
-            raise missing_dataset(
-                "Cityscapes-Seq",
-                self.root,
-                "download leftImg8bit_sequence_trainvaltest.zip and gtFine_trainvaltest.zip from "
-                "https://www.cityscapes-dataset.com",
-                frames_dir / "<city>" / "<city>_<seq>_<frame>_leftImg8bit.png",
-            )
-        frames = _scan(frames_dir, _FRAME)
-        if labels_dir.is_dir():
-            annotated = _scan(labels_dir, _LABEL)
-        elif self.labelled:
+        if (self.labelled or self.annotated_from == "labels") and not labels_dir.is_dir():
             raise DatasetNotFoundError(
                 f"Cityscapes-Seq labels are not at {labels_dir}: download gtFine_trainvaltest.zip from "
                 f"https://www.cityscapes-dataset.com and unpack it into {self.root}"
             )
+        frames = _scan(frames_dir, _FRAME)
+        if self.annotated_from == "labels":
+            annotated = _scan(labels_dir, _LABEL)
         else:
             annotated = annotated_frames_from_sequences(frames)
         for (city, seq), ts in sorted(annotated.items()):
@@ -120,7 +130,25 @@ class CityscapesSeq(RealClips):
                     self._note_missing(frames_dir / city / name for name in names)
                 else:
                     self.samples.append(self._clip_files(city, seq, ids, frames_dir, labels_dir))
-        self._check_samples(frames_dir, self.num_frames)
+        self._check_samples(frames_dir, self.num_frames, *self._looked_for(labels_dir))
+
+    def _looked_for(self, labels_dir: Path) -> tuple[str, str]:
+        """(what was looked for, what the clips end on) for the error of a copy that gives no clip."""
+        before = {1: "alone", 2: "with the frame before it"}.get(
+            self.num_frames, f"with the {self.num_frames - 1} frames before it"
+        )
+        if self.annotated_from == "labels":
+            return (
+                f"the frame of each {labels_dir}/<city>/*_gtFine_labelIds.png {before}",
+                "with a label on the last one",
+            )
+        # A copy trimmed to its clips' frames has lost the snippets' positions; its label names hold them.
+        trimmed = f" (a copy trimmed to its clips' frames: annotated_from=labels reads {labels_dir})"
+        return (
+            f"the 20th frame of each 30-frame snippet of <city>/<city>_<seq>_<frame>_leftImg8bit.png {before}"
+            + (trimmed if labels_dir.is_dir() else ""),
+            "ending on an annotated frame",
+        )
 
     def _clip_files(
         self, city: str, seq: str, ids: list[int], frames_dir: Path, labels_dir: Path
@@ -166,33 +194,42 @@ class CityscapesSeq(RealClips):
 
 
 def annotated_frames_from_sequences(frames: Snippets) -> Snippets:
-    """Annotated frame numbers derived from the sequence files alone (when gtFine is absent).
+    """Annotated frame numbers told by the frames' positions alone: the 20th frame (index 19) of each snippet.
 
-    Each snippet is 30 frames with the annotated one at index 19 (frames -19..+10 around it). Where frame
-    numbers restart with each snippet (aachen_000000_000019) that is ``frame % 30 == 19``; where they run on
-    within a sequence (bochum_000000_000313, frankfurt_000000_000294) it is not, so each contiguous run of
-    frame numbers is taken as a chain of snippets and counted from its first frame. A copy with truncated
-    snippets needs gtFine to find its annotated frames.
+    Each sequence's frames are cut into 30-frame snippets (docs/benchmarks.md): a snippet starts at the first
+    frame past the previous snippet, so frame numbers that run on within a sequence (frankfurt_000000_000275
+    .. 000304, annotated 000294; bochum's snippets 294..323 then 324..353) are placed right, and so is a
+    partial copy whose snippets keep their first frame. A sequence whose frames all lie in 0..29 is one
+    snippet numbered from 0 (aachen_000000_000000 .. 000029), whichever of them are present. An annotated
+    frame whose clip frames are missing gives no clip (the reader lists them); a copy trimmed to the clips'
+    own frames has lost the positions and needs ``annotated_from="labels"``.
     """
     annotated: Snippets = {}
     for key, numbers in frames.items():
-        found = set()
-        for start, end in _runs(sorted(numbers)):
-            found.update(range(start + ANNOTATED_INDEX, end + 1, SNIPPET_LENGTH))
-        if found:
-            annotated[key] = found
+        annotated[key] = {start + ANNOTATED_INDEX for start in _snippet_starts(sorted(numbers))}
     return annotated
 
 
-def _runs(numbers: list[int]) -> list[tuple[int, int]]:
-    """(first, last) of each run of consecutive integers in a sorted list."""
-    runs: list[tuple[int, int]] = []
+def _snippet_starts(numbers: list[int]) -> list[int]:
+    """First frame of each snippet of a sequence given its sorted frame numbers."""
+    if numbers and numbers[-1] < SNIPPET_LENGTH:  # numbered per snippet: one snippet from 0
+        return [0]
+    starts: list[int] = []
     for n in numbers:
-        if runs and n == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], n)
-        else:
-            runs.append((n, n))
-    return runs
+        if not starts or n >= starts[-1] + SNIPPET_LENGTH:
+            starts.append(n)
+    return starts
+
+
+def _missing(candidates: list[Path], split: str) -> Exception:
+    return missing_dataset(
+        "Cityscapes-Seq",
+        candidates,
+        "download leftImg8bit_sequence_trainvaltest.zip and gtFine_trainvaltest.zip from "
+        "https://www.cityscapes-dataset.com",
+        candidates[0] / "leftImg8bit_sequence" / split / "<city>" / "<city>_<seq>_<frame>_leftImg8bit.png",
+        f"leftImg8bit_sequence/{split}/",
+    )
 
 
 def _scan(split_dir: Path, pattern: re.Pattern) -> Snippets:

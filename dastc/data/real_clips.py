@@ -3,15 +3,16 @@
 A reader lists its samples as :class:`ClipFiles` (which frame, label and flow files make one clip) and decodes
 its own frames and labels; :class:`RealClips` turns the files into the clip contract of :mod:`dastc.data.clip`.
 
-Flow orientation (method.md section 2, :mod:`dastc.flow`): ``flow[i]`` lies on frame i+1's pixel grid and points
-into frame i, so ``frame_i_warped(x) = frame_i(x + flow[i](x))``. Each flow is looked up in two formats, dastc's
-own 16-bit PNG (written by ``python -m dastc.flow.estimate``) first, then the authors' published
-``*_int16_x10.npy``, and is resized to the frame with its vectors scaled by the size ratio per axis.
+Flow orientation (docs/benchmarks.md, Optical flow; :mod:`dastc.flow`): ``flow[i]`` lies on frame i+1's pixel
+grid and points into frame i, so ``frame_i_warped(x) = frame_i(x + flow[i](x))``. Each flow is looked up in
+two formats, dastc's own 16-bit PNG (written by ``python -m dastc.flow.estimate``) first, then the authors'
+published ``*_int16_x10.npy``, and is resized to the frame with its vectors scaled by the size ratio per axis.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,45 @@ def flow_command(benchmark: str, split: str | None = None) -> str:
     return f"{command} flow.split={split}" if split else command
 
 
-def missing_dataset(name: str, root: Path, download: str, expected: str | Path) -> DatasetNotFoundError:
-    """The one-sentence error for a dataset that is not where it was configured."""
+# A reader's ``root``: one folder, or an ordered list of the folders it may be in (dastc's name first, then
+# the names DA-VSN/TPS use, docs/benchmarks.md), so that a copy set up for the peers is read as it is.
+Root = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def candidate_roots(root: Root) -> list[Path]:
+    """``root`` as the ordered list of folders to look in (one folder: a list of one)."""
+    if isinstance(root, str | os.PathLike):
+        return [Path(root)]
+    candidates = [Path(p) for p in root]
+    if not candidates:
+        raise ValueError("a dataset's root must name at least one folder")
+    return candidates
+
+
+def find_root(
+    root: Root, holds_dataset: Callable[[Path], bool], missing: Callable[[list[Path]], Exception]
+) -> Path:
+    """The first of ``root``'s candidate folders that ``holds_dataset``; else raise ``missing(candidates)``.
+
+    A root given as one folder is the only candidate, so a user's own root that does not exist fails naming it
+    rather than falling back to another copy.
+    """
+    candidates = candidate_roots(root)
+    for candidate in candidates:
+        if holds_dataset(candidate):
+            return candidate
+    raise missing(candidates)
+
+
+def missing_dataset(
+    name: str, root: Root, download: str, expected: str | Path, looked_for: str | None = None
+) -> DatasetNotFoundError:
+    """The one-sentence error for a dataset that is in none of the folders it was looked for in (each named;
+    ``looked_for``: what was looked for inside them)."""
+    where = " nor at ".join(str(p) for p in candidate_roots(root))
+    inside = f" (no {looked_for} there)" if looked_for else ""
     return DatasetNotFoundError(
-        f"{name} is not at {root}: {download} and unpack it so that {expected} exists "
+        f"{name} is not at {where}{inside}: {download} and unpack it so that {expected} exists "
         "(or point the dataset's root at where it is)"
     )
 
@@ -169,12 +205,18 @@ class RealClips(Dataset):
     def _note_missing(self, paths) -> None:
         self._missing_frames.update(dict.fromkeys(paths))
 
-    def _check_samples(self, root: Path, num_frames: int) -> None:
-        if not self.samples:
-            raise DatasetNotFoundError(
-                f"{self.dataset_name} at {root} holds no clip of {num_frames} consecutive frames "
-                "with a label on the last one"
-            )
+    def _check_samples(
+        self, root: Path, num_frames: int, looked_for: str = "", last: str = "with a label on the last one"
+    ) -> None:
+        """No sample at all: an error saying what was looked for and, where clips lacked frames, the first."""
+        if self.samples:
+            return
+        missing = self.missing_frames
+        looked = f": looked for {looked_for}" if looked_for else ""
+        frames = "1 frame" if len(missing) == 1 else f"{len(missing)} frames"
+        absent = f"; {frames} of such clips missing, the first {missing[0]}" if missing else ""
+        clips = f"no clip of {num_frames} consecutive frames {last}"
+        raise DatasetNotFoundError(f"{self.dataset_name} at {root} holds {clips}{looked}{absent}")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -1,6 +1,8 @@
-"""SYNTHIA-Seq (SYNTHIA-SEQS-04-DAWN), the source of ``dataset=synthia`` (method.md section 2).
+"""SYNTHIA-Seq (SYNTHIA-SEQS-04-DAWN), the source of ``dataset=synthia`` (docs/benchmarks.md, SYNTHIA-Seq).
 
-Two layouts are read, whichever ``root`` holds:
+``root`` is a folder or an ordered list of them, the first holding either layout being read (the config
+lists ``SYNTHIA-SEQS-04-DAWN`` and DA-VSN/TPS's ``SynthiaSeq/SEQS-04-DAWN``). Two layouts are read, whichever
+it holds:
 
     original archive: RGB/Stereo_Left/Omni_F/000000.png      GT/LABELS/Stereo_Left/Omni_F/000000.png
     flattened:        rgb/000000.png                         label/000000.png
@@ -21,7 +23,16 @@ import numpy as np
 
 from dastc.data.class_spaces import SYNTHIA, apply_lookup
 from dastc.data.image_io import _imread, read_rgb
-from dastc.data.real_clips import ClipFiles, FlowFile, RealClips, flow_command, list_dir, missing_dataset
+from dastc.data.real_clips import (
+    ClipFiles,
+    FlowFile,
+    RealClips,
+    Root,
+    find_root,
+    flow_command,
+    list_dir,
+    missing_dataset,
+)
 from dastc.errors import DataFileError
 
 # (frames folder, labels folder) of each layout, relative to the root; the first one present is used.
@@ -29,7 +40,7 @@ LAYOUTS = {
     "original": ("RGB/Stereo_Left/Omni_F", "GT/LABELS/Stereo_Left/Omni_F"),
     "flattened": ("rgb", "label"),
 }
-CROP_BOTTOM = 120  # rows removed from the bottom of every frame and label (method.md section 2)
+CROP_BOTTOM = 120  # rows removed from the bottom of every frame and label (docs/benchmarks.md, SYNTHIA-Seq)
 # SYNTHIA class ids run from 0 (void) to 22 (lane marking) in the largest class list of any SYNTHIA release.
 RAW_LABEL_IDS = 23
 
@@ -67,7 +78,7 @@ class SynthiaSeq(RealClips):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: Root,
         num_frames: int = 2,
         flow_dir: str | os.PathLike | None = None,
         require_flow: bool = True,
@@ -77,18 +88,11 @@ class SynthiaSeq(RealClips):
         super().__init__(flow_dir, require_flow, flow_command("synthia"), ignore_index)
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
-        self.root = Path(root)
         self.num_frames = num_frames
         self.crop_bottom = crop_bottom
         self.num_classes = SYNTHIA.num_classes
+        self.root = find_root(root, lambda p: detect_layout(p) is not None, _missing)
         self.layout = detect_layout(self.root)
-        if self.layout is None:
-            raise missing_dataset(
-                "SYNTHIA-Seq",
-                self.root,
-                "download SYNTHIA-SEQS-04-DAWN from https://synthia-dataset.net",
-                self.root / LAYOUTS["original"][0] / "000001.png",
-            )
         frames_dir, labels_dir = (self.root / d for d in LAYOUTS[self.layout])
         frame_names = _numbered_pngs(frames_dir)
         label_names = _numbered_pngs(labels_dir)
@@ -152,6 +156,16 @@ class SynthiaSeq(RealClips):
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         return apply_lookup(SYNTHIA.source_lut, self._crop(raw, path))
+
+
+def _missing(candidates: list[Path]) -> Exception:
+    return missing_dataset(
+        "SYNTHIA-Seq",
+        candidates,
+        "download SYNTHIA-SEQS-04-DAWN from https://synthia-dataset.net",
+        candidates[0] / LAYOUTS["original"][0] / "000001.png",
+        " or ".join(f"{frames}/" for frames, _ in LAYOUTS.values()),
+    )
 
 
 def _numbered_pngs(folder: Path) -> dict[int, str]:

@@ -1,8 +1,10 @@
-"""VIPER, the source of ``dataset=viper`` (method.md section 2).
+"""VIPER, the source of ``dataset=viper`` (docs/benchmarks.md, VIPER).
 
     <root>/<split>/img/<seq>/<seq>_<frame:05d>.jpg     1920x1080 frames, loaded at 1280x720
     <root>/<split>/cls/<seq>/<seq>_<frame:05d>.png     class ids, on frames whose number ends in 0
 
+``root`` is a folder or an ordered list of them, the first holding ``<split>/img`` and ``<split>/cls`` being
+read (the config lists ``VIPER`` and DA-VSN/TPS's ``Viper``, whose inner layout is this one).
 Class PNGs are read with PIL: an indexed (palette, mode P) or greyscale PNG holds the VIPER class id as the
 pixel value. (OpenCV would expand a palette PNG to colours, hence PIL.) A 3-channel PNG is accepted when it is
 either grey (R = G = B = id < 32) or coloured with the VIPER class colours below; any other colour is an error.
@@ -26,6 +28,8 @@ from dastc.data.real_clips import (
     ClipFiles,
     FlowFile,
     RealClips,
+    Root,
+    find_root,
     flow_command,
     list_dir,
     missing_dataset,
@@ -34,7 +38,7 @@ from dastc.data.real_clips import (
 )
 from dastc.errors import DataFileError
 
-SIZE = (720, 1280)  # (height, width) the frames are loaded at (method.md section 2)
+SIZE = (720, 1280)  # (height, width) the frames are loaded at (docs/benchmarks.md, VIPER)
 CAR_ID = 24
 UNLABELED_ID = 0  # VIPER 'unlabeled': not in any class space, so it decodes to ignore
 
@@ -109,7 +113,7 @@ class Viper(RealClips):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: Root,
         num_frames: int = 2,
         flow_dir: str | os.PathLike | None = None,
         require_flow: bool = True,
@@ -120,18 +124,15 @@ class Viper(RealClips):
         super().__init__(flow_dir, require_flow, flow_command("viper"), ignore_index, split)
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
-        self.root = Path(root)
         self.num_frames = num_frames
         self.size = tuple(size) if size is not None else None
         self.num_classes = VIPER.num_classes
+        self.root = find_root(
+            root,
+            lambda p: (p / split / "img").is_dir() and (p / split / "cls").is_dir(),
+            lambda candidates: _missing(candidates, split),
+        )
         images_dir, labels_dir = self.root / split / "img", self.root / split / "cls"
-        if not images_dir.is_dir() or not labels_dir.is_dir():
-            raise missing_dataset(
-                "VIPER",
-                self.root,
-                "download VIPER's train images (jpg) and class labels from https://playing-for-benchmarks.org",
-                f"{images_dir}/001/001_00010.jpg and {labels_dir}/001/001_00010.png",
-            )
         for seq_dir in sorted(p for p in labels_dir.iterdir() if p.is_dir()):
             images = _numbered(list_dir(images_dir / seq_dir.name), "jpg")
             labels = _numbered(list_dir(seq_dir), "png")
@@ -178,6 +179,17 @@ class Viper(RealClips):
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         return apply_lookup(VIPER.source_lut, remove_ego_vehicle(resize_label(raw, self.size)))
+
+
+def _missing(candidates: list[Path], split: str) -> Exception:
+    first = candidates[0] / split
+    return missing_dataset(
+        "VIPER",
+        candidates,
+        "download VIPER's train images (jpg) and class labels from https://playing-for-benchmarks.org",
+        f"{first}/img/001/001_00010.jpg and {first}/cls/001/001_00010.png",
+        f"{split}/img/ and {split}/cls/",
+    )
 
 
 def _numbered(names: list[str], ext: str) -> set[int]:
