@@ -20,6 +20,8 @@ from dastc.checkpoint import check_compatible, init_weights_from, load_run_check
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
 from dastc.errors import ConfigError
+from dastc.models.weights import resolve_pretrained
+from dastc.recipe import is_two_stage, train_two_stages
 from dastc.report import report
 
 # The EMA teacher is kept in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
@@ -27,14 +29,24 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, save ``checkpoints/last.ckpt``, validate it and write ``metrics.json``/``.md``; returns the metrics."""
+    """Train the configured method and score its final checkpoint (``fit``); DA-STC on a benchmark whose recipe
+    starts with TPS runs both stages in this run (dastc.recipe). Returns the final metrics."""
     console = Console()
     use_job_output_dir(cfg)
     if cfg.get("model", {}).get("init_required") and not cfg.model.get("init_from"):
         raise ConfigError(
             "this configuration starts from an earlier stage: set model.init_from=<its run directory or "
-            "checkpoint> (the DA-STC presets start from the TPS stage, method.md section 5)"
+            "checkpoint> (DA-STC presets start from a TPS run: docs/method.md, DA-STC teacher and stage 2)"
         )
+    resolve_pretrained(cfg)  # ImageNet weights fetched (or the run stopped) before any data is read
+    if is_two_stage(cfg):
+        return train_two_stages(cfg, console)
+    return fit(cfg, console)
+
+
+def fit(cfg: DictConfig, console: Console, stage: str | None = None) -> dict:
+    """Fit, save ``checkpoints/last.ckpt``, validate it and write ``metrics.json``/``.md`` into
+    ``paths.output_dir``; returns the metrics. ``stage`` names the recipe stage this is, in the report."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
@@ -56,14 +68,21 @@ def train(cfg: DictConfig) -> dict:
             highlight=False,
         )
     apply_speed_options(method, cfg.get("model", {}))
+    callbacks = build_callbacks(cfg)
+    if "target" not in datamodule.val_names:  # no val/mIoU to pick a best checkpoint by
+        callbacks = [c for c in callbacks if not str(getattr(c, "monitor", None) or "").startswith("val/")]
+    if not datamodule.val_names:  # no val loader, on purpose: Lightning's warning about it would only confuse
+        warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg, console) or False
+        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, console) or False
     )
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    # The reported figure is always the final model (method.md section 7); save it before scoring it.
+    # The reported figure is always the final model (docs/benchmarks.md, Evaluation protocol); save it before
+    # scoring it.
     trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    trainer.validate(method, datamodule=datamodule, verbose=False)
+    if datamodule.val_names:  # dataset.val=null and no extra_val: nothing to score
+        trainer.validate(method, datamodule=datamodule, verbose=False)
     metrics = method.last_val_metrics
     if trainer.is_global_zero:
         info = {
@@ -74,7 +93,15 @@ def train(cfg: DictConfig) -> dict:
             "selection": "final checkpoint",
             "bad_training_clips_skipped": len(method.replaced_clips),
         }
-        report(console, out_dir, metrics, info, f"final checkpoint, step {trainer.global_step}")
+        label = f"final checkpoint, step {trainer.global_step}"
+        report(console, out_dir, metrics, info, label if stage is None else f"{stage}, {label}")
+        if "target" not in datamodule.val_names:
+            console.print(
+                "There is no labelled target validation set (dataset.val is null), so no target mIoU: the "
+                f"training losses and sample panels of this run are in {out_dir}.",
+                highlight=False,
+                soft_wrap=True,
+            )
         if method.replaced_clips:
             console.print(
                 f"[yellow]{len(method.replaced_clips)} unreadable training clips were skipped; the "
@@ -86,7 +113,8 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     with user_errors():
-        return train(cfg)["target"]["mIoU"]  # returned for sweepers that optimise it
+        # returned for sweepers that optimise it; NaN without a labelled target validation set
+        return train(cfg).get("target", {}).get("mIoU", float("nan"))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ class Sizes:
     files: tuple[int, int]  # Cityscapes-Seq frame and label files (validation labels are scored at this size)
 
 
-# The paper's sizes, which conf/dataset/synthia.yaml reads by default (method.md sections 2, 4 and 7).
+# The paper's sizes, which conf/dataset/synthia.yaml reads by default (docs/method.md, Optimisation;
+# docs/benchmarks.md, Evaluation protocol).
 PAPER = Sizes(source=(640, 1280), crop=120, target=(512, 1024), files=(1024, 2048))
 # The dry run: source larger than target as in the paper, so DA-STC's cropping to the target size runs too.
 TINY = Sizes(source=(48, 96), crop=8, target=(32, 64), files=(64, 128))
@@ -245,9 +246,16 @@ class RunResult:
 
 def method_overrides(method: str, init_from: Path | None) -> list[str]:
     """The groups as users pick them: plain groups for the baseline, the paper's presets for the two stages."""
+    # Random weights: the check is about the GPU path, not accuracy, and the GPU machine has no network.
     if method == "source_only":
-        return ["dataset=synthia", "backbone=accel", "method=source_only", "backbone.depth=101"]
-    if method == "tps":  # the preset loads ImageNet weights; the check is about the GPU path, not accuracy
+        return [
+            "dataset=synthia",
+            "backbone=accel",
+            "method=source_only",
+            "backbone.depth=101",
+            "backbone.pretrained=null",
+        ]
+    if method == "tps":
         return ["experiment=synthia2city_tps", "backbone.pretrained=null"]
     return ["experiment=synthia2city_dastc", f"model.init_from={init_from}"]
 

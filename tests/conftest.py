@@ -11,6 +11,7 @@ from dastc.data.toy import ensure_toy_benchmark
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version query over the network at import
 
 
 def pytest_collection_modifyitems(config, items):

@@ -130,7 +130,7 @@ def test_verify_command_passes_on_a_complete_benchmark(benchmarks, tmp_path):
     args = ["dataset=synthia", f"paths.data_dir={benchmarks['synthia']}", *SYNTHIA_TINY]
     proc = run("dastc.data.verify", *args, "verify.progress=false", cwd=tmp_path)
     assert "dataset=synthia: all checks passed (source, train, val)" in proc.stdout
-    assert "849" in proc.stdout and "2,975" in proc.stdout and "500" in proc.stdout  # method.md's counts
+    assert "849" in proc.stdout and "2,975" in proc.stdout and "500" in proc.stdout  # docs/benchmarks.md
     assert "traffic light" in proc.stdout and "8.33 %" in proc.stdout  # the source class histogram
 
 
@@ -209,6 +209,7 @@ def test_train_command_on_a_real_benchmark_layout(benchmarks, tmp_path, name, sc
         f"dataset={name}",
         "backbone=accel",
         "backbone.depth=18",
+        "backbone.pretrained=null",
         f"method={method}",
         "dataset.schedule.feature_fusion_start=0",  # every DA-STC loss from the first step
         f"paths.data_dir={benchmarks[name]}",
@@ -220,7 +221,14 @@ def test_train_command_on_a_real_benchmark_layout(benchmarks, tmp_path, name, sc
         *TINY[name],
         cwd=tmp_path,
     )
-    assert f"Target mIoU ({name}, final checkpoint, step 2)" in proc.stdout
+    if method == "dastc":  # the paper's two stages in one run: TPS, then DA-STC from it, beside the paper
+        assert f"Target mIoU ({name}, stage 1/2, final checkpoint, step 2)" in proc.stdout
+        assert f"Target mIoU ({name}, stage 2/2, final checkpoint, step 2)" in proc.stdout
+        assert "paper: TPS" in proc.stdout and "Initialised" in proc.stdout
+        assert json.loads((out / "stage1_tps/metrics.json").read_text())["method"] == "TPS"
+        out = out / "stage2_dastc"
+    else:
+        assert f"Target mIoU ({name}, final checkpoint, step 2)" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 2 and len(metrics["metrics"]["target"]["IoU"]) == scored
     assert ("fence" in metrics["metrics"]["target"]["IoU"]) == (name == "viper")  # SYNTHIA: fence not scored

@@ -13,6 +13,7 @@ QUICK = [
     "dataset=synthia",
     "backbone=accel",
     "backbone.depth=18",
+    "backbone.pretrained=null",
     "method=source_only",
     "trainer.max_steps=1",
     "dataset.schedule.val_every=1",

@@ -74,10 +74,10 @@ class PairedClips(Dataset):
             "source": draw(self.source, s, g // len(self.source)),
             "target": draw(self.target, t, g // len(self.target)),
         }
-        if self.hist_match:  # the source clip takes the colours of this step's target frame (method.md s.5)
+        if self.hist_match:  # this step's target frame's colours (docs/method.md, TPS (stage 1))
             reference = pair["target"]["frames"][-1]
             pair["source"]["frames"] = match_clip_histograms(pair["source"]["frames"], reference)
-        if self.rare is not None:  # source clips of long-tail classes for rare-class pasting (method.md 6a)
+        if self.rare is not None:  # source clips of long-tail classes (docs/method.md, Rare-class pasting)
             pair["rare"] = self.rare[g]
         return pair
 
@@ -172,6 +172,7 @@ class PairedClipDataModule(L.LightningDataModule):
     found through the class index cached at ``class_index`` (built on first use). ``hist_match`` matches each
     source clip's colour histograms to its paired target clip's current frame. Validation loader 0 is the target
     validation set that ``val/mIoU`` scores; ``extra_val`` sets follow in order and log under ``val_<name>/``.
+    ``val`` None (a target without labelled frames, ``dataset=videos``): no target set, the extra sets alone.
     """
 
     def __init__(
@@ -221,7 +222,8 @@ class PairedClipDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         extra = {f"val_{name}": cfg for name, cfg in (extra_val or {}).items()}
         # val=None: a target without labelled frames (dataset=videos); then nothing scores the target.
-        self.configs = {"source": source, "target": target, **({"val": val} if val is not None else {}), **extra}
+        labelled = {"val": val} if val is not None else {}
+        self.configs = {"source": source, "target": target, **labelled, **extra}
         self.val_names = (["target"] if val is not None else []) + list(extra_val or {})
         self.prepare_cfg = prepare
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
@@ -324,7 +326,8 @@ class PairedClipDataModule(L.LightningDataModule):
             dataset, sampler = self.datasets[key], None
             if self.trainer is not None and self.trainer.world_size > 1:
                 # Each clip scored once: Lightning's default sampler pads ranks with repeated clips, which the
-                # summed confusion matrices would count twice (method.md section 7 scores each clip once).
+                # summed confusion matrices would count twice (docs/benchmarks.md, Evaluation protocol: each
+                # clip once).
                 sampler = UnrepeatedDistributedSampler(
                     dataset,
                     num_replicas=self.trainer.world_size,

@@ -55,7 +55,9 @@ def prepare_benchmark(name: str, configs: Mapping[str, DictConfig], options: Map
             missing_frames[0],
             name,
         )
-    flow_readers = {split: r for split, r in readers.items() if r.uses_flow and r.flow_dir is not None}
+    flow_readers = [
+        split for split, r in readers.items() if r.uses_flow and r.flow_dir is not None and _lacks(r)
+    ]
     if options.get("flow", True) and flow_readers:
         from dastc.flow.estimate import estimate
 
@@ -70,3 +72,8 @@ def _open(dataset: DictConfig, splits: list[str]) -> dict[str, RealClips]:
     """Every split's reader, without requiring flow; the first that cannot open raises its own one-sentence
     error (which dataset is missing, what to download and where to put it)."""
     return {split: open_reader(dataset, split, require_flow=False) for split in splits}
+
+
+def _lacks(reader: RealClips) -> bool:
+    """Whether some clip of the reader has neither dastc's flow file nor the authors' published one."""
+    return any(not f.ours.is_file() and not f.published.is_file() for s in reader.samples for f in s.flows)
