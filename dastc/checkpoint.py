@@ -110,9 +110,10 @@ def init_weights_from(method, path: str | Path, cfg: DictConfig) -> dict[str, li
     """``model.init_from``: start a run's student (and teacher) from another run's weights, nothing else.
 
     The checkpoint must hold the same classes and the same network, except that the main head may differ
-    (TPS's ASPP head -> DA-STC's 256-d feature head, method.md section 5: the authors load TPS non-strictly).
-    Weights of the same name and shape load; this run's weights that the checkpoint lacks keep their
-    initialisation. Returns ``{"loaded": [...], "kept": [...], "ignored": [...]}`` (student weight names).
+    (TPS's ASPP head -> DA-STC's 256-d feature head; the authors load TPS non-strictly: docs/method.md, DA-STC
+    teacher and stage 2). Weights of the same name and shape load; this run's weights that the checkpoint
+    lacks keep their initialisation. Returns ``{"loaded": [...], "kept": [...], "ignored": [...]}`` (student
+    weight names).
     """
     path = resolve_ckpt_path(str(path), ".")
     checkpoint = load_run_checkpoint(path)

@@ -45,7 +45,7 @@ from dastc.cli import find_user_error
 from dastc.config import compose_config
 from dastc.methods.optim import make_optimizer
 
-# The paper's input sizes per benchmark (method.md sections 2 and 4): source clip, target clip.
+# The paper's input sizes per benchmark (docs/method.md, Optimisation): source clip, target clip.
 SIZES = {
     "synthia": (
         (640, 1280),

@@ -34,7 +34,7 @@ VARIANTS = {
     "tps": ["method=tps"],
     "dastc": ["method=dastc"],
 }
-# Each DA-STC component switched off alone (method.md section 6), for --ablations.
+# Each DA-STC component switched off alone (docs/method.md), for --ablations.
 ABLATIONS = {
     "dastc -image fusion": ["method=dastc", "method.fusion.image=false"],
     "dastc -feature fusion": ["method=dastc", "method.fusion.feature=false"],

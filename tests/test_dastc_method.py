@@ -141,7 +141,7 @@ def _stage_checkpoint(tmp_path, data_dir, *overrides):
 
 def test_init_from_loads_a_tps_stage_into_dastc_except_the_new_head(data_dir, tmp_path):
     path, tps = _stage_checkpoint(tmp_path, data_dir, "method=tps", "backbone.head=aspp")
-    dastc = _method(data_dir)  # backbone.head=deeplabv2 (method.md section 5: loaded non-strictly)
+    dastc = _method(data_dir)  # backbone.head=deeplabv2 (docs/method.md, DA-STC teacher and stage 2)
     cfg = compose_config(
         "train", [f"paths.data_dir={data_dir}", "method=dastc", "backbone=accel", "backbone.depth=18"]
     )

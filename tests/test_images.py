@@ -1,5 +1,6 @@
-"""Images as clips of one frame (method.md section 9): the methods run with T=1 and skip everything that needs
-a previous frame or a flow. (Training and evaluation through the command line: tests/test_image_benchmarks.py.)"""
+"""Images as clips of one frame (docs/method.md, Images (clips of one frame)): the methods run with T=1 and
+skip everything that needs a previous frame or a flow. (Training and evaluation through the command line:
+tests/test_image_benchmarks.py.)"""
 
 import pytest
 import torch

@@ -16,7 +16,7 @@ def test_poly_factor_values():
     assert poly_factor(50, 100, 1.0) == pytest.approx(0.5)
     assert poly_factor(40_000, 250_000, 0.9) == pytest.approx(
         (1 - 0.16) ** 0.9
-    )  # ~0.855: method.md section 4
+    )  # ~0.855: docs/method.md, Optimisation
     assert poly_factor(500, 100, 0.9) == 0.0
 
 

@@ -30,7 +30,8 @@ def test_predicted_but_absent_class_counts_as_zero():
 
 
 def test_16_and_13_class_means_on_a_hand_made_confusion_matrix(tmp_path):
-    """SYNTHIA images (method.md section 9): 16 classes scored, also reported over 13 (no wall, fence, pole)."""
+    """SYNTHIA images (docs/benchmarks.md, Image benchmarks): 16 classes scored, also reported over 13 (no
+    wall, fence, pole)."""
     from torch import nn
 
     from dastc.methods.source_only import SourceOnly

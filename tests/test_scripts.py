@@ -114,7 +114,7 @@ def test_compare_runs_on_an_image_benchmark_shows_the_13_class_mean_and_the_pape
     lines = (tmp_path / "t.md").read_text().splitlines()
     assert lines[0] == "| run | " + " | ".join(classes) + " | mIoU | mIoU13 |"
     assert lines[2].endswith("| 48.2 |")  # the run's 13-class mean (rounded half to even)
-    # The paper's image rows carry means only (method.md section 9).
+    # The paper's image rows carry means only (docs/benchmarks.md, Image benchmarks).
     assert lines[-1] == "| paper: DA-STC (ViT) | " + " | " * (len(classes) - 1) + " | **67.5** | 74.3 |"
 
 

@@ -1,9 +1,9 @@
 """The rare-class index of a source dataset: which clips hold each class on their current frame.
 
-DA-STC's rare-class pasting (method.md section 6a) pastes long-tail classes from random source frames that
-contain them; this index says which. It is built once (``python -m dastc.data.index dataset=...``, or on first
-use by the DataModule) and cached as JSON beside the data, keyed by the dataset's clip count and first/last
-label so that a changed copy of the dataset rebuilds it.
+DA-STC's rare-class pasting (docs/method.md, Rare-class pasting) pastes long-tail classes from random source
+frames that contain them; this index says which. It is built once (``python -m dastc.data.index dataset=...``,
+or on first use by the DataModule) and cached as JSON beside the data, keyed by the dataset's clip count and
+first/last label so that a changed copy of the dataset rebuilds it.
 """
 
 from __future__ import annotations

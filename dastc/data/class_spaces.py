@@ -1,4 +1,4 @@
-"""The class spaces of the video benchmarks (method.md sections 2 and 6a) and of the image extension (section 9).
+"""The class spaces of the video benchmarks and of the image extension (docs/benchmarks.md, Class maps).
 
 ``dataset=synthia`` trains 12 classes and reports 11 (fence dropped); ``dataset=viper`` trains and reports 15
 (Cityscapes rider merged into person). Each space carries the lookup tables that decode raw label ids into its
@@ -119,9 +119,9 @@ SYNTHIA = ClassSpace(
     source_name="SYNTHIA-Seq",
     class_names=_SYNTHIA_NAMES,
     palette=_palette(_SYNTHIA_NAMES),
-    # Fence (3) is trained but not reported (method.md section 7).
+    # Fence (3) is trained but not reported (docs/benchmarks.md, Evaluation protocol).
     eval_classes=(0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11),
-    long_tail_classes=(3, 4, 5, 6, 10),  # fence, pole, light, sign, rider (method.md 6a)
+    long_tail_classes=(3, 4, 5, 6, 10),  # fence, pole, light, sign, rider (docs/benchmarks.md, Class maps)
     cityscapes_ids=(
         (7, 0), (8, 1), (11, 2), (13, 3), (17, 4), (19, 5), (20, 6), (21, 7), (23, 8), (24, 9), (25, 10),
         (26, 11),
@@ -142,7 +142,8 @@ VIPER = ClassSpace(
     class_names=_VIPER_NAMES,
     palette=_palette(_VIPER_NAMES),
     eval_classes=tuple(range(15)),
-    long_tail_classes=(3, 4, 5, 7, 13, 14),  # fence, light, sign, terrain, motorcycle, bicycle (method.md 6a)
+    # Long-tail: fence, light, sign, terrain, motorcycle, bicycle (docs/benchmarks.md, Class maps).
+    long_tail_classes=(3, 4, 5, 7, 13, 14),
     cityscapes_ids=(
         # Cityscapes rider (25) is merged into person (9): VIPER has no rider class.
         (7, 0), (8, 1), (11, 2), (13, 3), (19, 4), (20, 5), (21, 6), (22, 7), (23, 8), (24, 9), (25, 9),
@@ -155,7 +156,7 @@ VIPER = ClassSpace(
     ),
 )  # fmt: skip
 
-# --- the image extension (method.md section 9) ----------------------------------------------------------------
+# --- the image extension (docs/benchmarks.md, Image benchmarks) ---------------------------------------------
 _CITYSCAPES_19 = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
@@ -172,7 +173,7 @@ GTA5 = ClassSpace(
     class_names=_CITYSCAPES_19,
     palette=_palette(_CITYSCAPES_19),
     eval_classes=tuple(range(19)),
-    # Not in method.md for images: the rarest classes of GTA5, as the video spaces pick theirs (our choice).
+    # The paper names none for images: the rarest classes of GTA5, as the video spaces pick theirs (our choice).
     long_tail_classes=(
         3,
         4,
@@ -185,7 +186,7 @@ GTA5 = ClassSpace(
         18,
     ),  # wall, fence, pole, light, sign, rider, train, moto, bike
     cityscapes_ids=_CITYSCAPES_19_IDS,
-    source_ids=_CITYSCAPES_19_IDS,  # GTA5 labels are Cityscapes label ids (method.md section 9)
+    source_ids=_CITYSCAPES_19_IDS,  # Cityscapes label ids (docs/benchmarks.md, Image benchmarks)
 )
 
 _SYNTHIA_16 = (
@@ -210,7 +211,8 @@ SYNTHIA_IMAGE = ClassSpace(
         (8, 12), (19, 13), (12, 14), (11, 15),
     ),
 )  # fmt: skip
-# The 13-class mIoU of the SYNTHIA image benchmark leaves out wall, fence and pole (method.md section 9).
+# The 13-class mIoU of the SYNTHIA image benchmark leaves out wall, fence and pole (docs/benchmarks.md, Class
+# maps).
 SYNTHIA_IMAGE_13 = tuple(c for c in range(16) if _SYNTHIA_16[c] not in ("wall", "fence", "pole"))
 
 SPACES: dict[str, ClassSpace] = {s.name: s for s in (SYNTHIA, VIPER, GTA5, SYNTHIA_IMAGE)}

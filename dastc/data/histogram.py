@@ -1,5 +1,6 @@
-"""Source-to-target histogram matching (method.md section 5: both reference codes match each source frame's
-colour histogram to the target's current frame before normalising; an option, on in the paper presets)."""
+"""Source-to-target histogram matching (docs/method.md, TPS (stage 1)): both reference codes match each source
+frame's colour histogram to the target's current frame before normalising; an option, on in the paper presets
+(docs/decisions.md, Histogram matching as an option)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The image benchmarks of the extension (method.md section 9), read as clips of one frame (no flow):
+"""The image benchmarks of the extension (docs/benchmarks.md, Image benchmarks), read as clips of one frame
+(no flow):
 
     GTA5                     <root>/images/<n:05d>.png, <root>/labels/<n:05d>.png   (labels: Cityscapes label ids,
                              as palette indices)
@@ -33,7 +34,7 @@ class ImageClips(RealClips):
 
     Frames are resized to ``size`` (height, width; None: as stored). Labels follow the frame's size unless
     ``label_size`` is given, or ``full_resolution_labels`` keeps them as stored (validation: logits are
-    upsampled to the label, method.md section 7).
+    upsampled to the label, docs/benchmarks.md, Evaluation protocol).
     """
 
     full_resolution_labels = False
@@ -130,9 +131,9 @@ class NumberedImages(ImageClips):
 
 
 class GTA5Images(NumberedImages):
-    """GTA5 (24,966 1914x1052 images; method.md section 9). Labels are palette PNGs whose indices are
-    Cityscapes label ids, decoded into the 19 classes. Frames and labels are resized to ``size`` (height,
-    width; default 720x1280, the 1280x720 at which image-DA methods read GTA5)."""
+    """GTA5 (24,966 1914x1052 images; docs/benchmarks.md, Image benchmarks). Labels are palette PNGs whose
+    indices are Cityscapes label ids, decoded into the 19 classes. Frames and labels are resized to ``size``
+    (height, width; default 720x1280, the 1280x720 at which image-DA methods read GTA5)."""
 
     dataset_name = "gta5"
     raw_label_ids = 34
@@ -163,8 +164,8 @@ class GTA5Images(NumberedImages):
 
 
 class SynthiaImages(NumberedImages):
-    """SYNTHIA-RAND-CITYSCAPES (9,400 1280x760 images; method.md section 9), decoded into 16 classes. Frames
-    and labels are resized to ``size`` (default: as stored)."""
+    """SYNTHIA-RAND-CITYSCAPES (9,400 1280x760 images; docs/benchmarks.md, Image benchmarks), decoded into 16
+    classes. Frames and labels are resized to ``size`` (default: as stored)."""
 
     dataset_name = "synthia_image"
     raw_label_ids = 23

@@ -1,6 +1,6 @@
 """``python -m dastc.data.index dataset=synthia|viper|toy``: build the source clips' class index that DA-STC's
-rare-class pasting draws from (method.md 6a), write it to ``dataset.class_index`` and print how many clips hold
-each class, long-tail classes marked."""
+rare-class pasting draws from (docs/method.md, Rare-class pasting), write it to ``dataset.class_index`` and
+print how many clips hold each class, long-tail classes marked."""
 
 from __future__ import annotations
 

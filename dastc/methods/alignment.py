@@ -1,4 +1,4 @@
-"""Category-aware spatio-temporal feature alignment (method.md section 6c).
+"""Category-aware spatio-temporal feature alignment (docs/method.md, Category-aware alignment).
 
 Per domain, confidence-weighted per-class aggregates of the deep features over every pixel of every frame of
 the clips; then intra-class alignment (1 - cos between a class's source and target aggregates) and inter-class

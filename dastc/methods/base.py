@@ -35,9 +35,10 @@ class AdaptationMethod(L.LightningModule):
     """Base LightningModule. A method subclasses it and implements :meth:`training_losses`.
 
     Validation scores the fused/current-frame prediction of ``eval_model`` (student or teacher) on every
-    validation set, accumulating one confusion matrix per set over the whole set (method.md section 7), and
-    logs ``val/mIoU`` (target, in %), ``val/IoU/<class>``, ``val/<subset>`` for each of ``report_subsets`` (a
-    mean over fewer classes, e.g. SYNTHIA's 13-class mIoU) and, for extra sets, ``val_<name>/...``.
+    validation set, accumulating one confusion matrix per set over the whole set (docs/benchmarks.md,
+    Evaluation protocol), and logs ``val/mIoU`` (target, in %), ``val/IoU/<class>``, ``val/<subset>`` for each
+    of ``report_subsets`` (a mean over fewer classes, e.g. SYNTHIA's 13-class mIoU) and, for extra sets,
+    ``val_<name>/...``.
     """
 
     def __init__(

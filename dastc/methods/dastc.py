@@ -1,5 +1,5 @@
 """``method=dastc``: TPS plus bidirectional multi-level spatio-temporal fusion and category-aware
-spatio-temporal feature alignment (method.md section 6). The mechanics live in fusion.py, alignment.py and
+spatio-temporal feature alignment (docs/method.md). The mechanics live in fusion.py, alignment.py and
 pseudo_labels.py; this module reads like the algorithm:
 
 1. source CE on the source pair (t-1, t);

@@ -14,10 +14,10 @@ class EMATeacher(nn.Module):
     """Holds a copy of the student updated as ``teacher = m * teacher + (1 - m) * student`` after each step.
 
     ``mode="ema"`` is the paper's mean teacher (m = ``momentum``, 0.999). ``mode="frozen_then_self"`` is the
-    authors' released schedule (method.md section 6): the model adaptation started from, frozen, for
-    ``switch_step`` adaptation steps, then the student itself (m = 1 before, m = 0 after, so the teacher copies
-    the student after every step). :meth:`restart` sets the start: the teacher becomes the student's copy and
-    the step count begins there.
+    authors' released schedule (docs/method.md, DA-STC teacher and stage 2): the model adaptation started
+    from, frozen, for ``switch_step`` adaptation steps, then the student itself (m = 1 before, m = 0 after, so
+    the teacher copies the student after every step). :meth:`restart` sets the start: the teacher becomes the
+    student's copy and the step count begins there.
 
     A run that starts from another network with a different head (``model.init_from`` a TPS stage: its ASPP
     classifier does not fit DA-STC's 256-d head, which starts untrained) gets that network, as it was trained,

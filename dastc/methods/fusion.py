@@ -1,5 +1,5 @@
-"""Bidirectional spatio-temporal fusion (method.md section 6a-6b): class masks kept consistent through time,
-clip mixing at the image-sequence level, and the shallow-feature blend.
+"""Bidirectional spatio-temporal fusion (docs/method.md, Image-sequence fusion; Shallow-feature fusion): class
+masks kept consistent through time, clip mixing at the image-sequence level, and the shallow-feature blend.
 
 All functions work on one clip batch ``[B, T, ...]``. A mask is bool ``[B, T, H, W]``: True where the pixel is
 taken from the *other* clip. The class set is chosen once per clip and used on every frame; each frame's mask
@@ -167,8 +167,9 @@ def crop_clip(clip: dict, box: tuple[int, int, int, int]) -> dict:
 
 
 def paste_rare_classes(mixed: dict, rare_clips: list[dict], rare_classes: torch.Tensor) -> dict:
-    """Rare-class pasting (method.md 6a): onto a mixed clip, each frame's own pixels of class
-    ``rare_classes[:, k]`` from rare clip k (frames, labels and flow alike), one class per clip on every frame."""
+    """Rare-class pasting (docs/method.md, Rare-class pasting): onto a mixed clip, each frame's own pixels of
+    class ``rare_classes[:, k]`` from rare clip k (frames, labels and flow alike), one class per clip on every
+    frame."""
     out = dict(mixed)
     for k, rare in enumerate(rare_clips):
         mask = class_mask(rare["labels"], rare_classes[:, k : k + 1])
@@ -189,8 +190,9 @@ def flow_fallback(mask: torch.Tensor, flow: torch.Tensor | None) -> torch.Tensor
 
 def fill_unlabelled_frames(labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Source labels [B, T, H, W] with every wholly unlabelled frame given the current frame's label: VIPER
-    labels every 10th frame only (method.md section 2), and a pasted object must still appear on frame t-1
-    (objects move little between neighbouring frames; the flow of the mixed clip follows the same mask)."""
+    labels every 10th frame only (docs/benchmarks.md, VIPER), and a pasted object must still appear on frame
+    t-1 (objects move little between neighbouring frames; the flow of the mixed clip follows the same
+    mask)."""
     empty = (labels == ignore_index).flatten(2).all(-1)  # [B, T]
     if not empty.any():
         return labels

@@ -1,5 +1,6 @@
-"""The optimiser and learning-rate schedule: SGD with poly decay, the TPS/DA-VSN/DA-STC video recipe (method.md
-section 4), or AdamW with a linear warm-up before the poly decay, the image extension's (section 9)."""
+"""The optimiser and learning-rate schedule: SGD with poly decay, the TPS/DA-VSN/DA-STC video recipe
+(docs/method.md, Optimisation), or AdamW with a linear warm-up before the poly decay, the image extension's
+(docs/method.md, Images (clips of one frame))."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Temporal pseudo-labels (TPS, method.md section 5): the teacher's prediction of frame t-1, made with key frame
-t-2, carried onto frame t by the flow."""
+"""Temporal pseudo-labels (docs/method.md, TPS (stage 1)): the teacher's prediction of frame t-1, made with
+key frame t-2, carried onto frame t by the flow."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``method=tps``: temporal pseudo supervision (method.md section 5), the baseline DA-STC starts from."""
+"""``method=tps``: temporal pseudo supervision (docs/method.md, TPS (stage 1)), the baseline DA-STC starts
+from."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class TPS(AdaptationMethod):
 
     The first ``warmup_steps`` steps train on the source alone (the paper's first stage, inside the same run);
     when adaptation starts the teacher restarts as a copy of the warmed-up student. With ``warmup_steps=0`` the
-    teacher starts from the initial weights (``model.init_from``: the two-stage recipe of method.md s.5).
+    teacher starts from the initial weights (``model.init_from``: the two-stage recipe of docs/method.md, TPS
+    (stage 1)).
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class TPS(AdaptationMethod):
 
     def student_view(self, target: dict, frames: torch.Tensor) -> dict:
         """What the student sees of target clips: the pair (t-1, t) of a (t-2, t-1, t) clip with the flow of t,
-        or an image (a clip of one frame, method.md section 9) alone, rescaled by a ratio drawn from
+        or an image (a clip of one frame, docs/method.md, Images) alone, rescaled by a ratio drawn from
         ``rescale`` (TPS). The flow keeps the pseudo-labels' grid: the network resizes it to its logits,
         vectors scaled, and the losses upsample the logits to the pseudo-labels."""
         view = current_pair(target, frames)

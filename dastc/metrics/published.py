@@ -1,10 +1,11 @@
-"""The published numbers of method.md: per class on the video benchmarks (section 8, Cityscapes-Seq val), in each
-benchmark's scored class order and with dastc's class names; mIoU alone for the image extension (section 9,
-Cityscapes val), which method.md gives without per-class values. For side-by-side tables."""
+"""The published numbers (docs/benchmarks.md, Published numbers): per class on the video benchmarks
+(Cityscapes-Seq val), in each benchmark's scored class order and with dastc's class names; mIoU alone for the
+image extension (Cityscapes val; docs/benchmarks.md, Image benchmarks), used without per-class values. For
+side-by-side tables."""
 
 from __future__ import annotations
 
-# Scored classes, in method.md's column order (SYNTHIA-Seq: fence trained, not scored).
+# Scored classes, in the published tables' column order (SYNTHIA-Seq: fence trained, not scored).
 CLASSES = {
     "synthia": [
         "road", "sidewalk", "building", "pole", "traffic light", "traffic sign", "vegetation", "sky", "person",
@@ -16,7 +17,7 @@ CLASSES = {
     ],
 }  # fmt: skip
 
-# method -> (per-class IoU in CLASSES order, mIoU), copied from method.md section 8.
+# method -> (per-class IoU in CLASSES order, mIoU), copied from docs/benchmarks.md, Published numbers.
 ROWS = {
     "synthia": {
         "Source only": ([56.3, 26.6, 75.6, 25.5, 5.7, 15.6, 71.0, 58.5, 41.7, 17.1, 27.9], 38.3),
@@ -55,8 +56,8 @@ ROWS = {
 }
 
 
-# method -> means, from method.md section 9 (16- and 13-class mIoU on SYNTHIA). method.md's SYNTHIA source-only
-# figure "33.7 / 29.5" does not say which number is which, so it is left out.
+# method -> means, from docs/benchmarks.md, Image benchmarks (16- and 13-class mIoU on SYNTHIA). The SYNTHIA
+# source-only figure "33.7 / 29.5" does not say which number is which, so it is left out.
 IMAGE_ROWS = {
     "gta5": {
         "Source only": {"mIoU": 32.9},
