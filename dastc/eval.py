@@ -22,6 +22,7 @@ from dastc.checkpoint import load_run_checkpoint
 from dastc.cli import user_errors
 from dastc.errors import CheckpointError, ConfigError
 from dastc.report import report
+from dastc.schema import validate_config
 
 
 def run_checkpoints(ckpt_path: str | Path) -> list[Path]:
@@ -34,6 +35,7 @@ def run_checkpoints(ckpt_path: str | Path) -> list[Path]:
 def evaluate(cfg: DictConfig) -> dict:
     """Score ``ckpt_path`` (``select=final``), or every checkpoint of its run and report the best on target val
     (``select=best``, labelled as selected on val: docs/benchmarks.md, Evaluation protocol)."""
+    validate_config(cfg)  # a bad trainer or dataset value is one sentence before anything is loaded
     if cfg.select not in ("final", "best"):
         raise ConfigError(f"select must be 'final' or 'best', got {cfg.select!r}")
     console = Console()

@@ -23,6 +23,7 @@ from dastc.errors import ConfigError
 from dastc.models.weights import resolve_pretrained
 from dastc.recipe import is_two_stage, train_two_stages
 from dastc.report import report
+from dastc.schema import validate_config
 
 # The EMA teacher is kept in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -31,6 +32,7 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 def train(cfg: DictConfig) -> dict:
     """Train the configured method and score its final checkpoint (``fit``); DA-STC on a benchmark whose recipe
     starts with TPS runs both stages in this run (dastc.recipe). Returns the final metrics."""
+    validate_config(cfg)  # a bad value is one sentence before anything is built
     console = Console()
     use_job_output_dir(cfg)
     if cfg.get("model", {}).get("init_required") and not cfg.model.get("init_from"):
