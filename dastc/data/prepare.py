@@ -17,7 +17,7 @@ from rich.console import Console
 
 from dastc.data.benchmark import SPLITS, open_reader
 from dastc.data.real_clips import RealClips
-from dastc.data.verify import check_flows, plural
+from dastc.data.verify import check_flows, missing_flows, plural
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def prepare_benchmark(name: str, configs: Mapping[str, DictConfig], options: Map
             name,
         )
     flow_readers = [
-        split for split, r in readers.items() if r.uses_flow and r.flow_dir is not None and _lacks(r)
+        split for split, r in readers.items() if r.uses_flow and r.flow_dir is not None and missing_flows(r)
     ]
     if options.get("flow", True) and flow_readers:
         from dastc.flow.estimate import estimate
@@ -64,16 +64,10 @@ def prepare_benchmark(name: str, configs: Mapping[str, DictConfig], options: Map
         for split in flow_readers:  # resumable: the files already there are skipped
             flow = OmegaConf.merge(flow_options(options.get("flow_options")), {"split": split})
             estimate(OmegaConf.create({"dataset": dataset, "flow": flow}), console)
-        readers = _open(dataset, splits)  # the samples now see the new files
-    check_flows(readers, name, max_listed=10)
+    check_flows(readers, name, max_listed=10)  # the samples name the files: the new ones are found
 
 
 def _open(dataset: DictConfig, splits: list[str]) -> dict[str, RealClips]:
     """Every split's reader, without requiring flow; the first that cannot open raises its own one-sentence
     error (which dataset is missing, what to download and where to put it)."""
     return {split: open_reader(dataset, split, require_flow=False) for split in splits}
-
-
-def _lacks(reader: RealClips) -> bool:
-    """Whether some clip of the reader has neither dastc's flow file nor the authors' published one."""
-    return any(not f.ours.is_file() and not f.published.is_file() for s in reader.samples for f in s.flows)

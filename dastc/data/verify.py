@@ -152,13 +152,16 @@ def raise_label_problems(stats: dict[str, LabelStats], max_listed: int) -> None:
         )
 
 
+def missing_flows(reader: RealClips) -> list[Path]:
+    """The flows the reader's clips need that exist in neither dastc's format nor the published one (where
+    dastc's estimator would write each), in order, once each."""
+    flows = (f for s in reader.samples for f in s.flows)
+    return list(dict.fromkeys(f.ours for f in flows if not f.ours.is_file() and not f.published.is_file()))
+
+
 def check_flows(readers: dict[str, RealClips], benchmark: str, max_listed: int) -> None:
     """Check 4: every flow the clips need exists, in dastc's format or the published one."""
-    missing: dict[Path, None] = {}
-    for reader in readers.values():
-        for flow in (f for s in reader.samples for f in s.flows):
-            if not flow.ours.is_file() and not flow.published.is_file():
-                missing[flow.ours] = None
+    missing = dict.fromkeys(p for reader in readers.values() for p in missing_flows(reader))
     if missing:
         raise DataFileError(
             f"{plural(len(missing), 'flow file')} missing: compute them with `{flow_command(benchmark)}` "
