@@ -286,12 +286,19 @@ class AdaptationMethod(L.LightningModule):
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
         checkpoint["dastc_rng"] = state
-        if self._trainer is not None and self.trainer.world_size > 1:
-            # Every rank draws its own dropout and augmentation numbers: keep each rank's state (every rank
-            # runs this hook; rank 0 writes the file).
-            states = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(states, state)
-            checkpoint["dastc_rng_per_rank"] = states
+        # Every rank draws its own dropout and augmentation numbers: keep each rank's state.
+        per_rank = self.gathered_per_rank(state)
+        if per_rank is not None:
+            checkpoint["dastc_rng_per_rank"] = per_rank
+
+    def gathered_per_rank(self, state: object) -> list | None:
+        """Every rank's ``state``, in rank order, when several processes train (each runs the save hook, rank 0
+        writes the file); None in a single process."""
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return None
+        states = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(states, state)
+        return states
 
     def restore_initial_labeller(self, checkpoint: dict) -> None:
         """Rebuild the teacher's frozen start network (``model.init_from`` with another head) when a checkpoint

@@ -237,20 +237,19 @@ class DASTC(TPS):
             for k, out in enumerate(frames_of(target_out))
         ]
         target_mean, target_present = self._aggregate(target_parts)
-        if cfg.loss == "mmd":
-            if cfg.second_pass and target["frames"].shape[1] == 3:
-                # (t-2, t) over the raw frames, flow t -> t-1 -> t-2; a network that ignores earlier frames
-                # would give exactly the first pass.
-                if getattr(self.student, "uses_previous_frame", True):
-                    flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]
-                    second = self.student(target["frames"][:, [0, 2]], flow)
-                    parts = [(second, pseudo.labels[:, -1], pseudo.confidence[:, -1, None], None)]
-                    second_mean, second_present = self._aggregate(parts)
-                    target_mean = (target_mean + second_mean) / 2
-                    target_present = target_present & second_present
-            both = source_present & target_present
-            return mmd_loss(source_mean[both], target_mean[both])
+        # mmd: also a (t-2, t) pass over the raw frames, flow t -> t-1 -> t-2 (a network that ignores earlier
+        # frames would give exactly the first pass).
+        video = target["frames"].shape[1] == 3 and getattr(self.student, "uses_previous_frame", True)
+        if cfg.loss == "mmd" and cfg.second_pass and video:
+            flow = compose(target["flow"][:, 1], target["flow"][:, 0])[:, None]
+            second = self.student(target["frames"][:, [0, 2]], flow)
+            parts = [(second, pseudo.labels[:, -1], pseudo.confidence[:, -1, None], None)]
+            second_mean, second_present = self._aggregate(parts)
+            target_mean = (target_mean + second_mean) / 2
+            target_present = target_present & second_present
         both = source_present & target_present
+        if cfg.loss == "mmd":
+            return mmd_loss(source_mean[both], target_mean[both])
         return intra_class_loss(source_mean, target_mean, both) + inter_class_loss(
             source_mean, target_mean, both, cfg.inter, cfg.temperature, cfg.margin
         )
@@ -293,9 +292,8 @@ class DASTC(TPS):
         previous = None
         if self._previous_source is not None:
             previous = {k: v.detach().cpu() for k, v in self._previous_source.items()}
-        if self._trainer is not None and self.trainer.world_size > 1:
-            per_rank = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(per_rank, previous)
+        per_rank = self.gathered_per_rank(previous)
+        if per_rank is not None:
             checkpoint["dastc_previous_source_per_rank"] = per_rank
         else:
             checkpoint["dastc_previous_source"] = previous
