@@ -21,6 +21,7 @@ from rich.console import Console
 
 from dastc.compare import results_table, rows_of
 from dastc.config import CONFIG_DIR
+from dastc.files import write_json_atomic
 
 STAGES = ("stage1_tps", "stage2_dastc")
 RECIPE_FILE = "recipe.json"
@@ -128,7 +129,7 @@ def train_two_stages(cfg: DictConfig, console: Console | None = None) -> dict:
     if state_file.is_file():
         state = {**json.loads(state_file.read_text()), "finished": False}
     run_dir.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(state, indent=2))
+    write_json_atomic(state_file, state, indent=2)
     metrics = {}
     for k, (name, stage) in enumerate(stage_configs(cfg, run_dir).items(), start=1):
         stage_dir = run_dir / name
@@ -142,7 +143,7 @@ def train_two_stages(cfg: DictConfig, console: Console | None = None) -> dict:
         console.rule(f"Stage {k}/2: {'TPS' if k == 1 else 'DA-STC from stage 1'} -> {stage_dir}")
         metrics = fit(stage, console, stage=f"stage {k}/2")
     state["finished"] = True
-    state_file.write_text(json.dumps(state, indent=2))
+    write_json_atomic(state_file, state, indent=2)
     print_comparison(run_dir, console)
     if not metrics:  # stage 2 had finished before: its stored scores
         metrics = json.loads((run_dir / STAGES[1] / "metrics.json").read_text())["metrics"]

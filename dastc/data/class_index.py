@@ -20,6 +20,7 @@ from rich.progress import Progress
 from torch.utils.data import Dataset
 
 from dastc.errors import DataFileError
+from dastc.files import write_json_atomic
 
 
 def current_label(dataset: Dataset, index: int) -> np.ndarray:
@@ -76,10 +77,8 @@ def load_or_build_class_index(
             return {int(c): clips for c, clips in stored["classes"].items()}
     index = build_class_index(dataset, num_classes, ignore_index, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    payload = {"fingerprint": identity, "num_classes": num_classes, "classes": index}
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)  # atomic: a killed run never leaves half an index
+    # Atomic: a killed run never leaves half an index.
+    write_json_atomic(path, {"fingerprint": identity, "num_classes": num_classes, "classes": index})
     return index
 
 

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dastc.data.image_io import read_rgb
 from dastc.data.real_clips import ClipFiles, FlowFile, RealClips, flow_command, list_dir, resize_image
 from dastc.errors import DataFileError, DatasetNotFoundError
+from dastc.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +177,6 @@ def _read_record(path: Path) -> dict:
         return {}
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
-
-
 def extract_frames(video: Path, folder: Path, progress: bool = True) -> list[Path]:
     """The frames of ``video`` as ``folder/000000.png ...``, decoded on first use and read from there after.
 
@@ -200,14 +195,14 @@ def extract_frames(video: Path, folder: Path, progress: bool = True) -> list[Pat
             path.unlink()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(record, {"source": signature, "frames": None})
+        write_json_atomic(record, {"source": signature, "frames": None})
     except OSError as err:
         raise DataFileError(
             f"cannot write the decoded frames of {video} into {folder} ({err.strerror}): set "
             "dataset.target.dataset.cache_dir to a writable folder"
         ) from None
     count = _decode(video, folder, progress)
-    _write_json_atomic(record, {"source": signature, "frames": count})
+    write_json_atomic(record, {"source": signature, "frames": count})
     return [folder / f"{i:06d}.png" for i in range(count)]
 
 
