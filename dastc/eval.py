@@ -26,7 +26,8 @@ from dastc.schema import validate_config
 
 
 def run_checkpoints(ckpt_path: str | Path) -> list[Path]:
-    """Every checkpoint a run saved (``step*.ckpt`` in step order, then ``last.ckpt``), from one of them."""
+    """Every checkpoint a run saved (``step*.ckpt`` in step order, then ``last.ckpt``), from one of them.
+    ``evaluate`` scores each step once: a ``last.ckpt`` of the same step as a periodic checkpoint is skipped."""
     folder = Path(ckpt_path).absolute().parent
     steps = sorted(folder.glob("step*.ckpt"))
     return steps + ([folder / "last.ckpt"] if (folder / "last.ckpt").is_file() else [])
@@ -54,6 +55,9 @@ def evaluate(cfg: DictConfig) -> dict:
     scored = []
     for path in paths:
         stored = checkpoint if path == Path(cfg.ckpt_path) else load_run_checkpoint(path)
+        if any(step == stored.get("global_step") for _, step, _ in scored):
+            # last.ckpt written at the step of the last periodic checkpoint holds the same weights: score once
+            continue
         try:
             method.load_run_weights(stored)
         except RuntimeError as err:

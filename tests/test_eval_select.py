@@ -40,9 +40,11 @@ def _eval(data_dir, tmp_path, ckpt, *overrides):
 def test_select_best_scores_every_checkpoint_of_the_run_and_labels_the_choice(data_dir, run_dir, tmp_path):
     metrics, stored = _eval(data_dir, tmp_path / "best", run_dir / "checkpoints/last.ckpt", "select=best")
     candidates = stored["candidates"]
-    assert [c["step"] for c in candidates] == [2, 4, 4]  # step000002, step000004, last
+    # step000002, step000004; last.ckpt was written at step 4 too: the same weights are not scored twice
+    assert [c["step"] for c in candidates] == [2, 4]
+    assert [c["checkpoint"].rsplit("/", 1)[-1] for c in candidates] == ["step000002.ckpt", "step000004.ckpt"]
     best = max(candidates, key=lambda c: c["target_mIoU"])
-    assert stored["selection"] == "best of 3 checkpoints, selected on target val"
+    assert stored["selection"] == "best of 2 checkpoints, selected on target val"
     assert metrics["target"]["mIoU"] == best["target_mIoU"] == stored["metrics"]["target"]["mIoU"]
     assert stored["checkpoint"] == best["checkpoint"]
     # Each candidate's score is what scoring that checkpoint alone gives.
