@@ -206,6 +206,17 @@ def test_histogram_matching_gives_source_frames_the_target_colours(make_cfg):
     torch.testing.assert_close(pair["source"]["frames"], expected)
 
 
+def test_histogram_matching_maps_each_level_to_the_reference_level_of_equal_rank():
+    # Hand case: a source channel half 0 and half 255 against a reference half 100 and half 200 (another size):
+    # matching the cumulative histograms sends the lower half to 100 and the upper half to 200.
+    frames = torch.zeros(1, 3, 4, 4)
+    frames[..., 2:, :] = 1.0
+    reference = torch.full((3, 2, 8), 100 / 255)
+    reference[:, 1] = 200 / 255
+    matched = match_clip_histograms(frames, reference).mul(255).round()
+    assert (matched[..., :2, :] == 100).all() and (matched[..., 2:, :] == 200).all()
+
+
 class Draws(torch.utils.data.Dataset):
     """Clips that say which augmentation draw produced them."""
 
