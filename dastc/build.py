@@ -18,9 +18,10 @@ from dastc.methods.base import AdaptationMethod
 
 def build_datamodule(cfg: DictConfig, training: bool = True) -> PairedClipDataModule:
     """The benchmark's DataModule. What the method asks of the training stream (rare-class clips, source-to-
-    target histogram matching) is left out when ``training`` is False: scoring never reads it."""
+    target histogram matching) and rare class sampling (``dataset.rcs``) are left out when ``training`` is
+    False: scoring never reads them."""
     if not training:
-        return instantiate(cfg.dataset, _recursive_=False)
+        return instantiate(cfg.dataset, _recursive_=False, rcs=None)
     hist_match = bool(cfg.get("method", {}).get("hist_match", False))
     return instantiate(
         cfg.dataset, _recursive_=False, rare_classes=rare_classes_needed(cfg), hist_match=hist_match

@@ -80,6 +80,15 @@ class ScheduleSchema:
 
 
 @dataclass
+class RareClassSamplingSchema:
+    """dataset.rcs (DAFormer, Hoyer et al. CVPR 2022; docs/method.md, Rare class sampling (option))."""
+
+    enabled: bool = False
+    temperature: float = check(above=0)
+    min_pixels: int = check(low=0)
+
+
+@dataclass
 class DatasetSchema:
     name: str = ""
     num_classes: int = check(low=1)
@@ -89,6 +98,7 @@ class DatasetSchema:
     num_workers: int = check(low=0)
     pin_memory: bool = False
     on_bad_clip: Literal["raise", "skip"] = "raise"
+    rcs: RareClassSamplingSchema = field(default_factory=RareClassSamplingSchema)
     schedule: ScheduleSchema = field(default_factory=ScheduleSchema)
 
 

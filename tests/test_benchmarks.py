@@ -275,9 +275,9 @@ def test_index_command_writes_which_source_clips_hold_each_class(benchmarks, tmp
     )
     index = write_index(cfg)
     stored = json.loads((tmp_path / "viper.json").read_text())
-    assert {int(c): clips for c, clips in stored["classes"].items()} == index
+    assert {int(c): clips for c, clips in stored["classes"].items()} == index.clips
     source = instantiate(build_datamodule(cfg).configs["source"])
-    for c, clips in index.items():
-        for i in clips:
-            assert (source[i]["labels"][-1] == c).any()
-    assert sum(map(len, index.values())) > 0
+    for c, clips in index.clips.items():
+        for i, pixels in zip(clips, index.pixels[c], strict=True):
+            assert (source[i]["labels"][-1] == c).sum() == pixels
+    assert sum(map(len, index.clips.values())) > 0

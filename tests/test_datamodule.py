@@ -157,7 +157,7 @@ def test_class_index_lists_the_clips_holding_each_class_and_is_cached(data_dir, 
     index = load_or_build_class_index(dataset, path, num_classes=8, progress=False)
     for i in range(len(dataset)):
         present = set(np.unique(dataset[i]["labels"][-1].numpy()).tolist()) - {255}
-        assert {c for c, clips in index.items() if i in clips} == present
+        assert {c for c, clips in index.clips.items() if i in clips} == present
     monkeypatch.setattr(class_index, "build_class_index", lambda *a, **k: pytest.fail("rebuilt"))
     assert load_or_build_class_index(dataset, path, num_classes=8) == index  # read from the cache
     monkeypatch.undo()

@@ -1,9 +1,11 @@
-"""The rare-class index of a source dataset: which clips hold each class on their current frame.
+"""The class index of a source dataset: which clips' current frames hold each class, and how many pixels.
 
 DA-STC's rare-class pasting (docs/method.md, Rare-class pasting) pastes long-tail classes from random source
-frames that contain them; this index says which. It is built once (``python -m dastc.data.index dataset=...``,
-or on first use by the DataModule) and cached as JSON beside the data, keyed by the dataset's clip count and
-first/last label so that a changed copy of the dataset rebuilds it.
+frames that contain them; rare class sampling (docs/method.md, Rare class sampling (option)) draws source clips
+by their classes' pixel frequency. This index serves both. It is built once (``python -m dastc.data.index
+dataset=...``, or on first use by the DataModule) and cached as JSON beside the data, keyed by the dataset's
+clip count and first/last label so that a changed copy of the dataset rebuilds it, and by a format number so
+that a cache written by an older version (format 1: clip lists without pixel counts) is rebuilt too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,26 @@ from torch.utils.data import Dataset
 
 from dastc.errors import DataFileError
 from dastc.files import write_json_atomic
+
+# 2: per-clip pixel counts beside each class's clip list (1, unnumbered: the clip lists alone).
+FORMAT = 2
+
+
+@dataclass
+class ClassIndex:
+    """``clips[c]``: the clips (ascending) whose current frame holds class ``c``; ``pixels[c]``: how many pixels
+    of ``c`` each of those frames holds, in the same order. Every class of the space has an entry."""
+
+    clips: dict[int, list[int]]
+    pixels: dict[int, list[int]]
+
+    def holding(self, c: int, min_pixels: int = 1) -> list[int]:
+        """The clips whose current frame holds at least ``min_pixels`` pixels of class ``c``."""
+        return [i for i, n in zip(self.clips[c], self.pixels[c], strict=True) if n >= min_pixels]
+
+    def totals(self) -> np.ndarray:
+        """Pixels of each class over the whole dataset (current frames), int64 [num_classes]."""
+        return np.array([sum(self.pixels[c]) for c in sorted(self.clips)], dtype=np.int64)
 
 
 def current_label(dataset: Dataset, index: int) -> np.ndarray:
@@ -45,15 +68,18 @@ def fingerprint(dataset: Dataset) -> dict:
 
 def build_class_index(
     dataset: Dataset, num_classes: int, ignore_index: int = 255, progress: bool = True
-) -> dict[int, list[int]]:
-    """``{class id: [clip indices whose current frame holds it]}`` over the whole dataset."""
-    index: dict[int, list[int]] = {c: [] for c in range(num_classes)}
+) -> ClassIndex:
+    """The clips holding each class and their pixel counts, over the whole dataset."""
+    index = ClassIndex({c: [] for c in range(num_classes)}, {c: [] for c in range(num_classes)})
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("indexing source classes", total=len(dataset))
         for i in range(len(dataset)):
-            present = np.unique(current_label(dataset, i))
-            for c in present[(present != ignore_index) & (present < num_classes)]:
-                index[int(c)].append(i)
+            label = current_label(dataset, i)
+            valid = label[(label >= 0) & (label < num_classes) & (label != ignore_index)]
+            counts = np.bincount(valid.astype(np.int64).ravel(), minlength=num_classes)
+            for c in np.flatnonzero(counts):
+                index.clips[int(c)].append(i)
+                index.pixels[int(c)].append(int(counts[c]))
             bar.advance(task)
     return index
 
@@ -64,8 +90,9 @@ def load_or_build_class_index(
     num_classes: int,
     ignore_index: int = 255,
     progress: bool = True,
-) -> dict[int, list[int]]:
-    """The cached index at ``path`` when it was built for this dataset, else a new one written there."""
+) -> ClassIndex:
+    """The cached index at ``path`` when it was built for this dataset in this format, else a new one written
+    there."""
     path = Path(path)
     identity = fingerprint(dataset)
     if path.is_file():
@@ -73,12 +100,28 @@ def load_or_build_class_index(
             stored = json.loads(path.read_text())
         except json.JSONDecodeError:
             stored = {}  # a damaged cache is rebuilt, not trusted
-        if stored.get("fingerprint") == identity and stored.get("num_classes") == num_classes:
-            return {int(c): clips for c, clips in stored["classes"].items()}
+        if (
+            stored.get("format") == FORMAT
+            and stored.get("fingerprint") == identity
+            and stored.get("num_classes") == num_classes
+        ):
+            return ClassIndex(
+                {int(c): clips for c, clips in stored["classes"].items()},
+                {int(c): counts for c, counts in stored["pixels"].items()},
+            )
     index = build_class_index(dataset, num_classes, ignore_index, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Atomic: a killed run never leaves half an index.
-    write_json_atomic(path, {"fingerprint": identity, "num_classes": num_classes, "classes": index})
+    write_json_atomic(
+        path,
+        {
+            "format": FORMAT,
+            "fingerprint": identity,
+            "num_classes": num_classes,
+            "classes": index.clips,
+            "pixels": index.pixels,
+        },
+    )
     return index
 
 

@@ -4,6 +4,7 @@ target clips."""
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 
 import lightning as L
@@ -11,10 +12,12 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dastc.data.class_index import (
+    ClassIndex,
     RareClassClips,
     build_class_index,
     current_label,
@@ -23,7 +26,10 @@ from dastc.data.class_index import (
 from dastc.data.clip import collate_clips
 from dastc.data.histogram import match_clip_histograms
 from dastc.data.prepare import prepare_benchmark
+from dastc.data.rare_class_sampling import RareClassSampling
 from dastc.errors import ConfigError, DataFileError
+
+log = logging.getLogger(__name__)
 
 
 def draw(dataset: Dataset, index: int, pass_number: int) -> dict:
@@ -41,7 +47,8 @@ class PairedClips(Dataset):
     shuffles of each dataset: pass ``c = g // n`` of a dataset of ``n`` clips is a fresh permutation seeded by
     ``(seed, stream, c)``. The two datasets shuffle independently and wrap around on their own, so sets of
     different sizes never cut an epoch short, and any sample can be rebuilt from its index alone (workers,
-    resumption and sharding need no shared state). ``len()`` is one pass over the larger dataset.
+    resumption and sharding need no shared state). ``len()`` is one pass over the larger dataset. With ``rcs``
+    (rare class sampling) the source clip of sample ``g`` is ``rcs(g)`` instead, the target stream unchanged.
     """
 
     def __init__(
@@ -51,9 +58,10 @@ class PairedClips(Dataset):
         seed: int = 0,
         rare: RareClassClips | None = None,
         hist_match: bool = False,
+        rcs: RareClassSampling | None = None,
     ):
         self.source, self.target, self.seed, self.rare = source, target, seed, rare
-        self.hist_match = hist_match
+        self.hist_match, self.rcs = hist_match, rcs
 
     def __len__(self) -> int:
         return max(len(self.source), len(self.target))
@@ -65,13 +73,15 @@ class PairedClips(Dataset):
     def indices(self, g: int) -> tuple[int, int]:
         """The (source, target) clip indices of sample ``g``."""
         ns, nt = len(self.source), len(self.target)
-        return int(self._permutation(0, g // ns, ns)[g % ns]), int(self._permutation(1, g // nt, nt)[g % nt])
+        s = self.rcs(g) if self.rcs is not None else int(self._permutation(0, g // ns, ns)[g % ns])
+        return s, int(self._permutation(1, g // nt, nt)[g % nt])
 
     def __getitem__(self, g: int) -> dict:
         s, t = self.indices(g)
-        # The pass over each dataset picks the augmentation draw, so a clip is not augmented alike every pass.
+        # The pass over each dataset picks the augmentation draw, so a clip is not augmented alike every pass;
+        # rare class sampling repeats clips within a pass, so there each sample has its own draw.
         pair = {
-            "source": draw(self.source, s, g // len(self.source)),
+            "source": draw(self.source, s, g if self.rcs is not None else g // len(self.source)),
             "target": draw(self.target, t, g // len(self.target)),
         }
         if self.hist_match:  # this step's target frame's colours (docs/method.md, TPS (stage 1))
@@ -169,7 +179,9 @@ class PairedClipDataModule(L.LightningDataModule):
     benchmark), or the options of :func:`dastc.data.prepare.prepare_benchmark` for a downloaded one (its cheap
     checks, and ``flow: true`` computes missing flow files). With ``rare_classes`` > 0 (DA-STC's rare-class pasting asks for it) each
     training sample also carries that many source clips of long-tail classes (``schedule.long_tail_classes``),
-    found through the class index cached at ``class_index`` (built on first use). ``hist_match`` matches each
+    found through the class index cached at ``class_index`` (built on first use). ``rcs`` (``enabled``,
+    ``temperature``, ``min_pixels``) switches on rare class sampling of the source clips through the same
+    index (:mod:`dastc.data.rare_class_sampling`). ``hist_match`` matches each
     source clip's colour histograms to its paired target clip's current frame. Validation loader 0 is the target
     validation set that ``val/mIoU`` scores; ``extra_val`` sets follow in order and log under ``val_<name>/``.
     ``val`` None (a target without labelled frames, ``dataset=videos``): no target set, the extra sets alone.
@@ -199,6 +211,7 @@ class PairedClipDataModule(L.LightningDataModule):
         class_index: str | None = None,
         rare_classes: int = 0,
         hist_match: bool = False,
+        rcs: Mapping | None = None,
     ):
         super().__init__()
         if on_bad_clip not in ("raise", "skip"):
@@ -234,8 +247,11 @@ class PairedClipDataModule(L.LightningDataModule):
         self.schedule = dict(schedule or {})
         self.class_index_path, self.rare_classes = class_index, rare_classes
         self.hist_match = hist_match
+        # Rare class sampling of the source clips (DAFormer, Hoyer et al. CVPR 2022); off without the key.
+        self.rcs_cfg = dict(rcs) if rcs and rcs.get("enabled") else None
         self.datasets: dict[str, Dataset] = {}
         self.rare: RareClassClips | None = None
+        self.rcs: RareClassSampling | None = None
         self.samples_consumed = 0  # restored from checkpoints: where the training stream resumes
 
     def prepare_data(self) -> None:
@@ -244,10 +260,14 @@ class PairedClipDataModule(L.LightningDataModule):
         elif self.prepare_cfg is not None:  # a downloaded one: check it, compute the flow it still lacks
             prepare_benchmark(self.name, self.configs, self.prepare_cfg)
         # Build the class index's cache once, here, before the other ranks read it in setup().
-        if self.rare_classes > 0 and self.class_index_path:
+        if self.needs_class_index and self.class_index_path:
             self._class_index(instantiate(self.configs["source"]))
 
-    def _class_index(self, source: Dataset) -> dict[int, list[int]]:
+    @property
+    def needs_class_index(self) -> bool:
+        return self.rare_classes > 0 or self.rcs_cfg is not None
+
+    def _class_index(self, source: Dataset) -> ClassIndex:
         if self.class_index_path:
             return load_or_build_class_index(
                 source, self.class_index_path, self.num_classes, self.ignore_index
@@ -257,14 +277,21 @@ class PairedClipDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.datasets = {key: instantiate(cfg) for key, cfg in self.configs.items()}
+            index = self._class_index(self.datasets["source"]) if self.needs_class_index else None
             if self.rare_classes > 0:
                 self.rare = RareClassClips(
                     self.datasets["source"],
-                    self._class_index(self.datasets["source"]),
+                    index.clips,
                     self.schedule.get("long_tail_classes", ()),
                     self.rare_classes,
                     self.seed,
                 )
+            if self.rcs_cfg is not None:
+                self.rcs = RareClassSampling(
+                    index, float(self.rcs_cfg["temperature"]), int(self.rcs_cfg["min_pixels"]), self.seed
+                )
+                if rank_zero_only.rank == 0:
+                    log.info(self.rcs.summary(self.class_names))
             if self.on_bad_clip == "skip":  # validation always raises: a score must cover the whole set
                 for key in ("source", "target"):
                     self.datasets[key] = SkipBadClips(self.datasets[key])
@@ -303,7 +330,7 @@ class PairedClipDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         pairs = PairedClips(
-            self.datasets["source"], self.datasets["target"], self.seed, self.rare, self.hist_match
+            self.datasets["source"], self.datasets["target"], self.seed, self.rare, self.hist_match, self.rcs
         )
         trainer = self.trainer
         if trainer is None:  # used outside Lightning (notebooks, tests): one pass over the larger dataset

@@ -1,6 +1,7 @@
 """``python -m dastc.data.index dataset=synthia|viper|toy``: build the source clips' class index that DA-STC's
-rare-class pasting draws from (docs/method.md, Rare-class pasting), write it to ``dataset.class_index`` and
-print how many clips hold each class, long-tail classes marked."""
+rare-class pasting and rare class sampling draw from (docs/method.md, Rare-class pasting), write it to
+``dataset.class_index`` and print how many clips hold each class and its share of the labelled pixels,
+long-tail classes marked."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from rich.table import Table
 
 from dastc.build import build_datamodule
 from dastc.cli import user_errors
-from dastc.data.class_index import load_or_build_class_index
+from dastc.data.class_index import ClassIndex, load_or_build_class_index
 from dastc.errors import ConfigError
 
 
-def write_index(cfg: DictConfig, console: Console | None = None) -> dict[int, list[int]]:
+def write_index(cfg: DictConfig, console: Console | None = None) -> ClassIndex:
     """Build (or, unless ``index.rebuild``, reuse) the index at ``dataset.class_index``; returns it."""
     console = console or Console()
     path = cfg.dataset.get("class_index")
@@ -33,11 +34,20 @@ def write_index(cfg: DictConfig, console: Console | None = None) -> dict[int, li
         Path(path).unlink(missing_ok=True)
     index = load_or_build_class_index(source, path, datamodule.num_classes, datamodule.ignore_index)
     long_tail = set(cfg.dataset.schedule.get("long_tail_classes") or ())
+    totals = index.totals()
+    shares = totals / max(int(totals.sum()), 1)
     table = Table(title=f"Source clips per class ({len(source)} clips), dataset={datamodule.name}")
-    for column in ("id", "class", "clips", "long-tail"):
-        table.add_column(column, justify="right" if column in ("id", "clips") else "left")
+    for column in ("id", "class", "clips", "pixels %", "long-tail"):
+        table.add_column(column, justify="left" if column in ("class", "long-tail") else "right")
     for c, name in enumerate(datamodule.class_names):
-        table.add_row(str(c), name, str(len(index.get(c, []))), "yes" if c in long_tail else "")
+        row = [
+            str(c),
+            name,
+            str(len(index.clips[c])),
+            f"{100 * shares[c]:.2f}",
+            "yes" if c in long_tail else "",
+        ]
+        table.add_row(*row)
     console.print(table)
     console.print(f"Class index: {path}", highlight=False, soft_wrap=True)
     return index
