@@ -161,4 +161,4 @@ def print_comparison(run_dir: Path, console: Console) -> None:
         return
     classes, rows = rows_of(results, paper=True)
     table = results_table(classes, rows, f"Target val IoU per class (%), {run_dir}")
-    Console(width=max(console.width, 12 * len(classes) + 60)).print(table)  # wide: one row per line
+    Console(width=max(console.width, 12 * len(classes) + 80)).print(table)  # wide: one row per line

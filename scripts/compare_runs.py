@@ -1,11 +1,14 @@
 """One table across runs: per-class IoU and mIoU on target val, with the paper's rows (docs/benchmarks.md,
-Published numbers) alongside when the runs are on ``dataset=synthia`` or ``dataset=viper``.
+Published numbers) alongside when the runs are on ``dataset=synthia`` or ``dataset=viper`` (means only on
+``gta5`` / ``synthia_image``).
 
     python scripts/compare_runs.py RUN_OR_RESULT [RUN_OR_RESULT ...] [--markdown FILE] [--no-paper]
 
 Each argument is a run directory (its ``metrics.json``: the final checkpoint), an evaluation directory
-(``RUN/eval/<time>``, e.g. from ``python -m dastc.eval select=best``) or a ``metrics.json`` file. Every row says
-how its checkpoint was selected. All runs must be on the same benchmark.
+(``RUN/eval/<time>``, e.g. from ``python -m dastc.eval select=best``) or a ``metrics.json`` file. The
+``checkpoint`` column says how each row's checkpoint was chosen (a run's ``final``, ``best of N on val`` or
+``given``; a published row's as its source states it), and the notes under the table where the published
+figures were read. All runs must be on the same benchmark.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     classes, rows = rows_of([load_result(p) for p in args.runs], paper=not args.no_paper)
     table = results_table(classes, rows, "Target val IoU per class (%)")
-    Console(width=max(120, 12 * len(classes) + 60)).print(table)
+    Console(width=max(120, 12 * len(classes) + 80)).print(table)
     if args.markdown:
         args.markdown.write_text(markdown(classes, rows))
         print(f"markdown: {args.markdown}")

@@ -237,7 +237,7 @@ def test_the_one_command_runs_flow_both_stages_and_the_table(benchmarks, tmp_pat
     assert proc.stdout.index("Stage 1/2") < proc.stdout.index("Stage 2/2")
     assert f"Target mIoU ({name}, stage 1/2, final checkpoint, step 2)" in proc.stdout
     assert f"Target mIoU ({name}, stage 2/2, final checkpoint, step 2)" in proc.stdout
-    assert "paper: TPS" in proc.stdout and "Initialised" in proc.stdout
+    assert "paper: TPS" in proc.stdout and "best on val" in proc.stdout and "Initialised" in proc.stdout
     assert json.loads((out / "stage1_tps/metrics.json").read_text())["method"] == "TPS"
     metrics = json.loads((out / "stage2_dastc/metrics.json").read_text())
     assert metrics["method"] == "DASTC"

@@ -5,11 +5,12 @@ import json
 import statistics
 import subprocess
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
 
-from dastc.metrics.published import CLASSES, published
+from dastc.metrics.published import CLASSES, paper_rows, published
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,11 +64,11 @@ def test_compare_methods_trains_each_method_per_seed_and_summarises(data_dir, tm
     assert shown.returncode == 0 and "dastc minus each" in shown.stdout
 
 
-def _metrics_file(folder, dataset, classes, value, method="DASTC"):
+def _metrics_file(folder, dataset, classes, value, method="DASTC", selection="final checkpoint"):
     folder.mkdir(parents=True)
     iou = {c: value + k for k, c in enumerate(classes)}
     result = {"IoU": iou, "mIoU": statistics.mean(iou.values())}
-    payload = {"dataset": dataset, "method": method, "selection": "final checkpoint", "step": 40000}
+    payload = {"dataset": dataset, "method": method, "selection": selection, "step": 40000}
     (folder / "metrics.json").write_text(json.dumps({**payload, "metrics": {"target": result}}))
     return folder
 
@@ -82,23 +83,41 @@ def _compare_runs(*args, cwd):
     )
 
 
-def test_compare_runs_puts_runs_beside_the_papers_rows(tmp_path):
+def _table_and_notes(markdown_file):
+    """The markdown table's lines and the notes under it (after one blank line)."""
+    text = markdown_file.read_text()
+    table, _, notes = text.partition("\n\n")
+    return table.splitlines(), notes.splitlines()
+
+
+def test_compare_runs_puts_runs_beside_the_papers_rows_with_how_each_checkpoint_was_chosen(tmp_path):
     classes = CLASSES["synthia"]
     a = _metrics_file(tmp_path / "a" / "run", "synthia", classes, 50.0)
-    b = _metrics_file(tmp_path / "b" / "run", "synthia", classes, 60.0, method="TPS")
+    best = "best of 12 checkpoints, selected on target val"  # what python -m dastc.eval select=best writes
+    b = _metrics_file(tmp_path / "b" / "run", "synthia", classes, 60.0, method="TPS", selection=best)
     proc = _compare_runs(a, b / "metrics.json", "--markdown", tmp_path / "t.md", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    lines = (tmp_path / "t.md").read_text().splitlines()
-    assert lines[0] == "| run | " + " | ".join(classes) + " | mIoU |"
-    assert lines[2].startswith("| a/run (DASTC, final checkpoint, step 40000) | 50.0 | 51.0 |")
+    lines, notes = _table_and_notes(tmp_path / "t.md")
+    assert lines[0] == "| run | checkpoint | " + " | ".join(classes) + " | mIoU |"
+    assert lines[2].startswith("| a/run (DASTC, step 40000) | final | 50.0 | 51.0 |")
     assert lines[2].endswith(f"**{statistics.mean(50.0 + k for k in range(11)):.1f}** |")
-    assert "| paper: QuadMix / DA-STC (CNN) | 90.8 | 39.9 |" in "\n".join(lines)
+    assert lines[3].startswith("| run/metrics.json (TPS, step 40000) | best of 12 on val | 60.0 |")
+    # The papers' rows pick their checkpoint on val (docs/benchmarks.md, Published numbers).
+    assert any(
+        line.startswith("| paper: QuadMix / DA-STC (CNN) | best on val | 90.8 | 39.9 |") for line in lines
+    )
     assert len(lines) == 2 + 2 + len(published("synthia"))
+    assert notes[0].startswith("checkpoint: 'best on val' rows report the best of many checkpoints")
+    assert notes[1] == "paper rows: ZHE-SAPI/UDASS, video_udass/README.md, Main Results (best on val)."
+    shown = proc.stdout  # the terminal table carries the same column and notes
+    assert "best of 12 on val" in shown and "paper rows: ZHE-SAPI/UDASS" in shown
     other = _metrics_file(tmp_path / "c", "viper", CLASSES["viper"], 40.0)
     mixed = _compare_runs(a, other, cwd=tmp_path)
     assert mixed.returncode != 0 and "different benchmarks" in mixed.stderr
     toy = _metrics_file(tmp_path / "d", "toy", ["road", "sky"], 70.0)
-    assert "paper:" not in _compare_runs(toy, cwd=tmp_path).stdout  # no published rows for the toy
+    toy_out = _compare_runs(toy, "--markdown", tmp_path / "toy.md", cwd=tmp_path)
+    assert "paper:" not in toy_out.stdout  # no published rows for the toy, and so no notes
+    assert _table_and_notes(tmp_path / "toy.md")[1] == []
 
 
 def test_compare_runs_on_an_image_benchmark_shows_the_13_class_mean_and_the_papers_means(tmp_path):
@@ -111,20 +130,67 @@ def test_compare_runs_on_an_image_benchmark_shows_the_13_class_mean_and_the_pape
     (run_dir / "metrics.json").write_text(json.dumps(stored))
     proc = _compare_runs(run_dir, "--markdown", tmp_path / "t.md", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    lines = (tmp_path / "t.md").read_text().splitlines()
-    assert lines[0] == "| run | " + " | ".join(classes) + " | mIoU | mIoU13 |"
+    lines, notes = _table_and_notes(tmp_path / "t.md")
+    assert lines[0] == "| run | checkpoint | " + " | ".join(classes) + " | mIoU | mIoU13 |"
     assert lines[2].endswith("| 48.2 |")  # the run's 13-class mean (rounded half to even)
-    # The paper's image rows carry means only (docs/benchmarks.md, Image benchmarks).
-    assert lines[-1] == "| paper: DA-STC (ViT) | " + " | " * (len(classes) - 1) + " | **67.5** | 74.3 |"
+    # The paper's image rows carry means only (docs/benchmarks.md, Image benchmarks), and their source does
+    # not say how their checkpoint was chosen.
+    empty = " | " * (len(classes) - 1)
+    assert lines[-1] == f"| paper: DA-STC (ViT) | not stated | {empty} | **67.5** | 74.3 |"
+    assert f"| paper: Source only | not stated | {empty} | **29.5** | 33.7 |" in lines
+    assert notes[0] == "paper rows: ZHE-SAPI/UDASS, image_udass/README.md, Main Results (not stated)."
+    assert notes[1].startswith("Source only: the table heads this row's means")
 
 
-def test_published_rows_average_to_the_published_miou():
+def test_every_published_row_says_how_its_checkpoint_was_chosen_and_where_it_was_read():
+    from dastc.metrics.published import BEST_ON_VAL, FINAL, NOT_STATED, PAPER_ROWS
+
+    for benchmark, rows in PAPER_ROWS.items():
+        assert rows and len({r.method for r in rows}) == len(rows), benchmark
+        for row in rows:
+            assert row.protocol in (BEST_ON_VAL, FINAL, NOT_STATED) and row.source, (benchmark, row.method)
+            assert len(row.iou) in (0, len(CLASSES.get(benchmark, []))), (benchmark, row.method)
+    # The video papers report the best checkpoint on val.
+    assert {r.protocol for b in ("synthia", "viper") for r in PAPER_ROWS[b]} == {BEST_ON_VAL}
+
+
+def test_published_per_class_values_average_to_the_published_miou_as_rounded():
+    # An independent check of the transcription: the mean of the stored per-class values, rounded to one
+    # decimal (half up, as a printed table rounds), must be the stated mIoU.
     for benchmark in ("synthia", "viper"):
-        for method, scores in published(benchmark).items():
-            assert abs(statistics.mean(scores["IoU"].values()) - scores["mIoU"]) < 0.1, (
-                benchmark,
-                method,
-            )  # rounded figures
+        for row in paper_rows(benchmark):
+            mean = sum(Decimal(str(v)) for v in row.iou) / len(row.iou)
+            rounded = float(mean.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+            assert rounded == row.means["mIoU"], (benchmark, row.method, str(mean))
+
+
+def _docs_tables(heading: str) -> list[list[str]]:
+    """The cells of the first markdown table under ``heading`` in docs/benchmarks.md (header rows left out)."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    lines = text.split(f"\n{heading}\n", 1)[1].splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("|")) :]
+    table = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+
+
+def test_the_docs_published_tables_are_the_stored_rows():
+    for benchmark, heading in (
+        ("synthia", "### SYNTHIA-Seq to Cityscapes-Seq"),
+        ("viper", "### VIPER to Cityscapes-Seq"),
+    ):
+        docs = {cells[0]: [float(v) for v in cells[1:]] for cells in _docs_tables(heading)}
+        stored = {row.method: [*row.iou, row.means["mIoU"]] for row in paper_rows(benchmark)}
+        assert docs == stored, benchmark
+    # Image benchmarks: one line per benchmark and mean, one column per method (blank or bracketed: left out).
+    image = {cells[0]: cells[1:] for cells in _docs_tables("## Image benchmarks")}
+    for benchmark, mean, line in (
+        ("gta5", "mIoU", "GTA5 to Cityscapes"),
+        ("synthia_image", "mIoU", "SYNTHIA to Cityscapes, 16 classes"),
+        ("synthia_image", "mIoU13", "SYNTHIA to Cityscapes, 13 classes"),
+    ):
+        stored = {row.method: row.means[mean] for row in paper_rows(benchmark)}
+        shown = dict(zip(("Source only", "DA-STC (CNN)", "DA-STC (ViT)"), image[line], strict=True))
+        assert {m: float(v) for m, v in shown.items() if not v.startswith("(")} == stored, line
 
 
 def _check_step_rows(so: dict, dastc: dict, batch: int) -> None:
