@@ -39,6 +39,8 @@ def _losses(method, batch):
         ("method.fusion.image=false", {"mix_s2t_ce", "mix_t2s_ce"}),
         ("method.fusion.feature=false", {"feat_s2t_ce", "feat_t2s_ce"}),
         ("method.align.enabled=false", {"align"}),
+        ("method.fusion.directions=[s2t]", {"mix_t2s_ce", "feat_t2s_ce"}),  # ClassMix as DACS/DAFormer use it
+        ("method.fusion.directions=[t2s]", {"mix_s2t_ce", "feat_s2t_ce"}),
     ],
 )
 def test_every_ablation_switch_changes_exactly_the_losses_it_names(data_dir, batch, switch, removed):
@@ -48,6 +50,12 @@ def test_every_ablation_switch_changes_exactly_the_losses_it_names(data_dir, bat
     assert set(full) == ALL and set(ablated) == ALL - removed
     for name in ablated:  # what the switch does not name is computed exactly as before
         torch.testing.assert_close(ablated[name], full[name])
+
+
+@pytest.mark.parametrize("directions", ["[]", "[s2t,both]"])
+def test_fusion_directions_must_name_s2t_or_t2s(data_dir, directions):
+    with pytest.raises(Exception, match="method.fusion.directions must be a non-empty subset"):  # via Hydra
+        _method(data_dir, f"method.fusion.directions={directions}")
 
 
 def test_rare_class_pasting_changes_only_the_image_level_mixed_losses(data_dir, batch):

@@ -58,6 +58,17 @@ class FusionConfig:
     rare_class_paste: bool = True  # also paste long-tail classes from other source clips (batch["rare"])
     rare_classes: int = 2  # how many (the DataModule supplies them; 2 SYNTHIA-Seq, 3 VIPER)
     rare_min_pixels: int = 5  # a rare clip's crop window is re-drawn until it holds this many class pixels
+    # Which mixed clips train: s2t (source classes into the target clip) and t2s (confident target classes
+    # into the source clip). DA-STC: both; [s2t] alone is ClassMix as DACS/DAFormer use it (image-DA baselines).
+    directions: tuple[str, ...] = ("s2t", "t2s")
+
+    def __post_init__(self):
+        self.directions = tuple(self.directions)
+        unknown = sorted(set(self.directions) - {"s2t", "t2s"})
+        if unknown or not self.directions:
+            raise ValueError(
+                f"method.fusion.directions must be a non-empty subset of [s2t, t2s], got {list(self.directions)}"
+            )
 
 
 @dataclass
@@ -150,25 +161,34 @@ class DASTC(TPS):
                 rare_clips = self.rare_clips(rare, strong, generator)
                 s2t_image = paste_rare_classes(s2t, rare_clips, rare["classes"])
                 t2s_image = paste_rare_classes(t2s, rare_clips, rare["classes"])
-            self.record("mix_s2t", frames=s2t_image["frames"], labels=s2t_image["labels"])
-            self.record("mix_t2s", frames=t2s_image["frames"], labels=t2s_image["labels"])
-            losses["mix_s2t_ce"] = self.lambda_target * self.mixed_ce(s2t_image["frames"], s2t_image)
-            losses["mix_t2s_ce"] = self.mixed_ce(t2s_image["frames"], t2s_image)
+            if "s2t" in cfg.directions:
+                self.record("mix_s2t", frames=s2t_image["frames"], labels=s2t_image["labels"])
+                losses["mix_s2t_ce"] = self.lambda_target * self.mixed_ce(s2t_image["frames"], s2t_image)
+            if "t2s" in cfg.directions:
+                self.record("mix_t2s", frames=t2s_image["frames"], labels=t2s_image["labels"])
+                losses["mix_t2s_ce"] = self.mixed_ce(t2s_image["frames"], t2s_image)
         if cfg.feature and self.adaptation_step >= cfg.feature_start:
+            pairs = {"s2t": ("strong", "paste"), "t2s": ("source", "raw")}
+            needed = {name for direction in cfg.directions for name in pairs[direction]}
+            clips = {"strong": strong, "raw": raw, "paste": paste, "source": source}
             shallow = {
                 name: self.student.encode_shallow(clip["frames"])
-                for name, clip in (("strong", strong), ("raw", raw), ("paste", paste), ("source", source))
+                for name, clip in clips.items()
+                if name in needed
             }
-            mixed_s2t = [
-                blend_features(own, other, source_mask, cfg.alpha)
-                for own, other in zip(shallow["strong"], shallow["paste"], strict=True)
-            ]
-            mixed_t2s = [
-                blend_features(own, other, target_mask, cfg.alpha)
-                for own, other in zip(shallow["source"], shallow["raw"], strict=True)
-            ]
-            losses["feat_s2t_ce"] = self.lambda_target * self.mixed_ce(strong["frames"], s2t, mixed_s2t)
-            losses["feat_t2s_ce"] = self.mixed_ce(source["frames"], t2s, mixed_t2s)
+            for direction, mixed_clip, mask, weight in (
+                ("s2t", s2t, source_mask, self.lambda_target),
+                ("t2s", t2s, target_mask, 1.0),
+            ):
+                if direction in cfg.directions:
+                    own, other = pairs[direction]
+                    mixed = [
+                        blend_features(a, b, mask, cfg.alpha)
+                        for a, b in zip(shallow[own], shallow[other], strict=True)
+                    ]
+                    losses[f"feat_{direction}_ce"] = weight * self.mixed_ce(
+                        clips[own]["frames"], mixed_clip, mixed
+                    )
         return losses
 
     def mixed_ce(self, frames: torch.Tensor, mixed: dict, shallow: list | None = None) -> torch.Tensor:
