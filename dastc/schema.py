@@ -197,6 +197,7 @@ class MethodSchema:
     max_bad_steps: int = check(low=1)
     lambda_target: float = check(low=0)
     flip_prob: float = probability()
+    pseudo_labels: Literal["temporal", "per_frame"] = "temporal"
     strong_aug: bool = False
     strong_aug_params: StrongAugSchema = field(default_factory=StrongAugSchema)
     rescale_multiple: int = check(low=1)

@@ -163,6 +163,40 @@ def test_a_tps_step_feeds_the_student_a_rescaled_target_pair(data_dir):
     assert rescaled and all(h % 8 == 0 and w % 8 == 0 for h, w in rescaled)
 
 
+@pytest.mark.parametrize("method_name", ["tps", "dastc"])
+def test_per_frame_pseudo_labels_are_the_teachers_own_prediction_of_each_frame(data_dir, method_name):
+    cfg = compose_config(
+        "train",
+        [
+            f"paths.data_dir={data_dir}",
+            f"method={method_name}",
+            "method.pseudo_labels=per_frame",
+            "method.flip_prob=0",
+        ],
+    )
+    method = build_method(cfg, build_datamodule(cfg)).eval()
+    torch.manual_seed(0)
+    frames = torch.rand(2, 3, 3, 64, 128)
+    # a flow that would move everything: per-frame labels must not use it
+    target = {"frames": frames, "flow": torch.full((2, 2, 2, 64, 128), 7.0)}
+    pseudo = method.pseudo_labels(target)
+    assert pseudo.labels.shape == (2, 2, 64, 128)
+    with torch.no_grad():
+        for k, frame in enumerate((1, 2)):  # t-1, then t: the teacher on that frame alone
+            logits = method.teacher(frames[:, frame : frame + 1], None).logits
+            probs = F.interpolate(logits, size=(64, 128), mode="bilinear", align_corners=True).softmax(1)
+            assert torch.equal(pseudo.labels[:, k], probs.argmax(1))
+            torch.testing.assert_close(pseudo.confidence[:, k], probs.max(1).values)
+    with pytest.raises(Exception, match="method.pseudo_labels must be 'temporal' or 'per_frame'"):
+        build_method(
+            *(lambda c: (c, build_datamodule(c)))(
+                compose_config(
+                    "train", [f"paths.data_dir={data_dir}", "method=tps", "method.pseudo_labels=both"]
+                )
+            )
+        )
+
+
 def test_tps_labels_with_the_student_itself_and_dastc_with_a_mean_teacher():
     for benchmark in ("synthia", "viper"):
         tps = compose_config("train", [f"dataset={benchmark}", "method=tps"]).method

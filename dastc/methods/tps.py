@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from dastc.methods.base import AdaptationMethod
-from dastc.methods.pseudo_labels import PseudoLabels, clip_pseudo_labels
+from dastc.methods.pseudo_labels import PseudoLabels, clip_pseudo_labels, image_pseudo_labels
 from dastc.methods.target_augment import StrongPhotometric, random_rescale
 
 
@@ -54,9 +54,13 @@ class TPS(AdaptationMethod):
         rescale: Sequence[float] | None = (0.8, 1.2),
         rescale_multiple: int = 8,
         warmup_steps: int = 0,
+        pseudo_labels: str = "temporal",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if pseudo_labels not in ("temporal", "per_frame"):
+            raise ValueError(f"method.pseudo_labels must be 'temporal' or 'per_frame', got {pseudo_labels!r}")
+        self.pseudo_label_mode = pseudo_labels
         if warmup_steps < 0:
             raise ValueError(f"method.warmup_steps must be >= 0, got {warmup_steps}")
         if rescale is not None and not (len(rescale) == 2 and 0 < rescale[0] < rescale[1]):
@@ -82,7 +86,17 @@ class TPS(AdaptationMethod):
         """Teacher pseudo-labels and confidences [B, 2, H, W] of the target clips' frames (t-1, t) and the
         auxiliary head's labels of t, mirrored with probability ``flip_prob``."""
         flip = bool(torch.rand((), device="cpu") < self.flip_prob)  # the global CPU stream, on any device
-        return clip_pseudo_labels(self.teacher, target["frames"], target.get("flow"), flip, self.ignore_index)
+        frames = target["frames"]
+        n = frames.shape[1]
+        if self.pseudo_label_mode == "per_frame" and n > 1:
+            # Image-DA style: the teacher's prediction of each of t-1 and t from that frame alone, no flow.
+            per_frame = [
+                image_pseudo_labels(self.teacher, frames[:, k : k + 1], None, flip) for k in (n - 2, n - 1)
+            ]
+            labels = torch.cat([p.labels for p in per_frame], 1)
+            confidence = torch.cat([p.confidence for p in per_frame], 1)
+            return PseudoLabels(labels, confidence, per_frame[-1].aux)
+        return clip_pseudo_labels(self.teacher, frames, target.get("flow"), flip, self.ignore_index)
 
     def student_view(self, target: dict, frames: torch.Tensor) -> dict:
         """What the student sees of target clips: the pair (t-1, t) of a (t-2, t-1, t) clip with the flow of t,
