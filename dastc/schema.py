@@ -77,6 +77,7 @@ class ScheduleSchema:
     dastc: MethodLambdaSchema = field(default_factory=MethodLambdaSchema)
     rare_classes: int = check(low=0)
     feature_fusion_start: int = check(low=0)
+    mic_patch_size: int = check(low=1)
 
 
 @dataclass
@@ -186,6 +187,15 @@ class AlignSchema:
 
 
 @dataclass
+class MICSchema:
+    enabled: bool = False
+    patch_size: int = check(low=1)
+    mask_ratio: float = probability()
+    weight: float = check(low=0)
+    quality_threshold: float = probability()
+
+
+@dataclass
 class MethodSchema:
     """conf/method/*.yaml: source_only's keys, TPS's and DA-STC's on top (docs/method.md)."""
 
@@ -204,6 +214,7 @@ class MethodSchema:
     warmup_steps: int = check(low=0)
     fusion: FusionSchema = field(default_factory=FusionSchema)
     align: AlignSchema = field(default_factory=AlignSchema)
+    mic: MICSchema = field(default_factory=MICSchema)
 
 
 # Lightning's accepted precision values (lightning.pytorch.Trainer, argument precision).

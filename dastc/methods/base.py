@@ -130,11 +130,19 @@ class AdaptationMethod(L.LightningModule):
         """The method's weighted loss terms for one paired batch ``{"source": clip, "target": clip}``."""
         raise NotImplementedError
 
-    def ce(self, out, labels: torch.Tensor, aux_labels: torch.Tensor | None = None, aux: bool = True):
+    def ce(
+        self,
+        out,
+        labels: torch.Tensor,
+        aux_labels: torch.Tensor | None = None,
+        aux: bool = True,
+        weights: torch.Tensor | None = None,
+    ):
         """Main + ``aux_weight`` x auxiliary cross-entropy of a network output against [B, H, W] labels (the
-        auxiliary head against ``aux_labels`` when given); ``aux=False``: the main head's alone."""
+        auxiliary head against ``aux_labels`` when given); ``aux=False``: the main head's alone; ``weights`` [B]
+        weight each image's pixels."""
         weight = self.aux_weight if aux else 0.0
-        return segmentation_loss(out, labels, weight, self.ignore_index, aux_labels)
+        return segmentation_loss(out, labels, weight, self.ignore_index, aux_labels, weights)
 
     def source_loss(self, source: dict):
         """The student's output on the source clips and its cross-entropy on their current frame."""

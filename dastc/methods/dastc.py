@@ -117,6 +117,8 @@ class DASTC(TPS):
             losses["align"] = self.align.weight * self.alignment_loss(
                 source, source_out, target, target_out, pseudo
             )
+        if self.mic.enabled:  # last: the other terms draw what they draw without MIC
+            losses["target_mic"] = self.mic_loss(view, pseudo)
         return losses
 
     # --- 6a / 6b: fusion --------------------------------------------------------------------------------------

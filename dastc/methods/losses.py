@@ -20,10 +20,17 @@ def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Mean pixel cross-entropy over non-ignored pixels; zero (not NaN) when every pixel is ignored."""
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean pixel cross-entropy over non-ignored pixels; zero (not NaN) when every pixel is ignored. ``weights``
+    [B]: each image's pixels weighted by its value (MIC's pseudo-label quality), still divided by the count."""
     logits = upsample_to(logits, labels.shape[-2:])
-    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    if weights is None:
+        total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    else:
+        pixels = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+        total = (pixels * weights.to(pixels)[:, None, None]).sum()
     return total / (labels != ignore_index).sum().clamp(min=1)
 
 
@@ -33,11 +40,13 @@ def segmentation_loss(
     aux_weight: float = 0.1,
     ignore_index: int = 255,
     aux_labels: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Main cross-entropy plus ``aux_weight`` x the auxiliary head's, when the network has one; the auxiliary
-    head learns from ``aux_labels`` when given (a teacher's auxiliary pseudo-labels), else from ``labels``."""
-    loss = cross_entropy(out.logits, labels, ignore_index)
+    head learns from ``aux_labels`` when given (a teacher's auxiliary pseudo-labels), else from ``labels``.
+    ``weights`` [B] weight each image's pixels in both (see ``cross_entropy``)."""
+    loss = cross_entropy(out.logits, labels, ignore_index, weights)
     if out.aux_logits is not None and aux_weight:
         aux_labels = labels if aux_labels is None else aux_labels
-        loss = loss + aux_weight * cross_entropy(out.aux_logits, aux_labels, ignore_index)
+        loss = loss + aux_weight * cross_entropy(out.aux_logits, aux_labels, ignore_index, weights)
     return loss

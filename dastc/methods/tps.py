@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from dastc.methods.base import AdaptationMethod
+from dastc.methods.masking import MICConfig, mask_clips, normalised_zero, patch_mask, pseudo_label_quality
 from dastc.methods.pseudo_labels import PseudoLabels, clip_pseudo_labels, image_pseudo_labels
 from dastc.methods.target_augment import StrongPhotometric, random_rescale
 
@@ -55,6 +56,7 @@ class TPS(AdaptationMethod):
         rescale_multiple: int = 8,
         warmup_steps: int = 0,
         pseudo_labels: str = "temporal",
+        mic: Mapping | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -71,6 +73,7 @@ class TPS(AdaptationMethod):
         self.rescale = None if rescale is None else tuple(float(r) for r in rescale)
         self.rescale_multiple = rescale_multiple
         self.warmup_steps = warmup_steps
+        self.mic = MICConfig(**dict(mic or {}))  # masked image consistency, an option (off by default)
 
     @property
     def adaptation_step(self) -> int:
@@ -126,4 +129,27 @@ class TPS(AdaptationMethod):
         view = self.student_view(target, augmented)
         out = self.student(view["frames"], view["flow"])
         target_ce = self.ce(out, pseudo.labels[:, -1], aux_labels=pseudo.aux)
-        return {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
+        losses = {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
+        if self.mic.enabled:
+            losses["target_mic"] = self.mic_loss(view, pseudo)
+        return losses
+
+    def mic_loss(self, view: dict, pseudo: PseudoLabels) -> torch.Tensor:
+        """Masked image consistency (MIC, Hoyer et al., CVPR 2023): ``mic.weight`` x the cross-entropy of the
+        student on its target view (as the target CE sees it, strongly augmented and rescaled) with random
+        ``mic.patch_size`` px cells masked, one mask per clip for all its frames, against the pseudo-labels of
+        the unmasked clip, each clip's pixels weighted by its pseudo-label quality (the share of its pixels at
+        least ``mic.quality_threshold`` confident). Both heads learn, as in the target CE. Called after every
+        other term, so that its mask draw leaves theirs as they are without MIC."""
+        cfg, frames = self.mic, view["frames"]
+        masked = patch_mask(
+            frames.shape[0], *frames.shape[-2:], cfg.patch_size, cfg.mask_ratio, device=frames.device
+        )
+        frames = mask_clips(frames, masked, normalised_zero(self.student, frames))
+        self.record("mic", frames=frames, pseudo=pseudo.labels)
+        out = self.student(frames, view["flow"])
+        labels = pseudo.labels[:, -1]
+        quality = pseudo_label_quality(
+            pseudo.confidence[:, -1], labels, cfg.quality_threshold, self.ignore_index
+        )
+        return cfg.weight * self.ce(out, labels, aux_labels=pseudo.aux, weights=quality)

@@ -44,3 +44,8 @@ class InputNorm(nn.Module):
         if self.style == "caffe":
             x = x.flip(1)  # RGB -> BGR
         return (x * self.scale - self.mean) / self.std
+
+    def zero_colour(self) -> torch.Tensor:
+        """The RGB colour [3] in [0, 1] that this normalisation maps to 0 (the weights' mean colour)."""
+        colour = self.mean.view(3) / self.scale
+        return colour.flip(0) if self.style == "caffe" else colour  # the Caffe mean is BGR

@@ -19,8 +19,9 @@ from dastc.viz.panels import COLUMNS, LABEL_VIEWS, clip_panel, clip_views, frame
 class SamplePanels(L.Callback):
     """Panels named after what the method recorded (``AdaptationMethod.record``): ``source`` (clip, labels,
     prediction), ``target`` (strongly augmented clip, teacher pseudo-labels, confidence), ``mix_s2t`` and
-    ``mix_t2s`` (DA-STC's two mixed clips and their labels), ``val_<set>`` (the first validation clip, its
-    label and the prediction). Logged under ``panels/<name>`` at the step they were recorded."""
+    ``mix_t2s`` (DA-STC's two mixed clips and their labels), ``mic`` (with ``method.mic.enabled``: the masked
+    target pair and the pseudo-labels it learns), ``val_<set>`` (the first validation clip, its label and the
+    prediction). Logged under ``panels/<name>`` at the step they were recorded."""
 
     def __init__(
         self,
