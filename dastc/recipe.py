@@ -64,7 +64,10 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> dict[str, DictConfig]:
             else:
                 stage.model.init_from = str(run_dir / "stage1_tps")
                 stage.model.init_required = True
-                stage.backbone.pretrained = None  # stage 1's weights replace ImageNet's
+                # Stage 1's weights replace ImageNet's in the student: none to fetch, unless the ImageNet
+                # feature distance (method.fdist) needs them for its frozen encoder.
+                if not stage.method.get("fdist", {}).get("enabled"):
+                    stage.backbone.pretrained = None
         stages[name] = stage
     return stages
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dastc.errors import ConfigError, DastcError
+from dastc.methods.feature_distance import thing_class_ids
 
 
 def check(
@@ -196,6 +197,16 @@ class MICSchema:
 
 
 @dataclass
+class FdistSchema:
+    """method.fdist: DAFormer's ImageNet feature distance (docs/method.md, ImageNet feature distance)."""
+
+    enabled: bool = False
+    weight: float = check(low=0)
+    scale_min_ratio: float = probability()
+    thing_classes: list = check()
+
+
+@dataclass
 class MethodSchema:
     """conf/method/*.yaml: source_only's keys, TPS's and DA-STC's on top (docs/method.md)."""
 
@@ -215,6 +226,7 @@ class MethodSchema:
     fusion: FusionSchema = field(default_factory=FusionSchema)
     align: AlignSchema = field(default_factory=AlignSchema)
     mic: MICSchema = field(default_factory=MICSchema)
+    fdist: FdistSchema = field(default_factory=FdistSchema)
 
 
 # Lightning's accepted precision values (lightning.pytorch.Trainer, argument precision).
@@ -248,6 +260,9 @@ def validate_config(cfg: DictConfig) -> None:
     check_node(cfg, TopSchema, "")
     for group, schema in (("dataset", DatasetSchema), ("method", MethodSchema), ("trainer", TrainerSchema)):
         check_node(cfg.get(group), schema, group)
+    fdist = cfg.get("method", {}).get("fdist")
+    if isinstance(fdist, DictConfig) and fdist.get("enabled") and "class_names" in cfg.get("dataset", {}):
+        thing_class_ids(fdist.thing_classes, cfg.dataset.class_names)  # a name no class has: one sentence
     backbone = cfg.get("backbone")
     if isinstance(backbone, DictConfig):
         target = str(backbone.get("_target_", "")).rsplit(".", 1)[-1]

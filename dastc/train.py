@@ -20,6 +20,7 @@ from dastc.checkpoint import check_compatible, init_weights_from, load_run_check
 from dastc.cli import user_errors
 from dastc.config import use_job_output_dir
 from dastc.errors import ConfigError
+from dastc.methods.feature_distance import warn_without_imagenet
 from dastc.models.weights import resolve_pretrained
 from dastc.recipe import is_two_stage, train_two_stages
 from dastc.report import report
@@ -56,6 +57,7 @@ def fit(cfg: DictConfig, console: Console, stage: str | None = None) -> dict:
         check_compatible(load_run_checkpoint(ckpt_path), cfg, ckpt_path)
         console.print(f"Continuing the run in {out_dir} from {ckpt_path}", highlight=False)
     datamodule = build_datamodule(cfg)
+    warn_without_imagenet(cfg)
     method = build_method(cfg, datamodule)
     init_from = cfg.get("model", {}).get("init_from")
     if init_from and ckpt_path is None:  # a resumed run restores its own weights instead

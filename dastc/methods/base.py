@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dastc.errors import DastcError
 from dastc.methods.ema import EMATeacher
+from dastc.methods.feature_distance import FeatureDistance
 from dastc.methods.losses import segmentation_loss, upsample_to
 from dastc.methods.optim import OptimConfig, make_optimizer, make_poly_scheduler
 from dastc.metrics.iou import iou_from_confusion, mean_iou
@@ -56,11 +57,20 @@ class AdaptationMethod(L.LightningModule):
         ignore_index: int = 255,
         max_bad_steps: int = 5,
         hist_match: bool = False,
+        fdist: Mapping | None = None,
     ):
         super().__init__()
         if eval_model not in ("student", "teacher"):
             raise ValueError(f"method.eval_model must be 'student' or 'teacher', got {eval_model!r}")
         self.student = student
+        # DAFormer's ImageNet feature distance (method.fdist): its frozen encoder is copied now, before
+        # model.init_from can overwrite the student's ImageNet weights; a submodule, so it moves with the method.
+        fdist = dict(fdist or {})
+        self.fdist = (
+            FeatureDistance(student, class_names, ignore_index=ignore_index, **fdist)
+            if fdist.pop("enabled", False)
+            else None
+        )
         # Exists from the start (adaptation methods need it); method.teacher = {mode, momentum, switch_step}.
         self.teacher = EMATeacher(student, **dict(teacher or {}))
         self.num_classes = num_classes
@@ -144,13 +154,18 @@ class AdaptationMethod(L.LightningModule):
         weight = self.aux_weight if aux else 0.0
         return segmentation_loss(out, labels, weight, self.ignore_index, aux_labels, weights)
 
-    def source_loss(self, source: dict):
-        """The student's output on the source clips and its cross-entropy on their current frame."""
+    def source_loss(self, source: dict) -> tuple:
+        """The student's output on the source clips and its losses on their current frame: ``source_ce`` and,
+        with ``method.fdist`` on, ``source_fdist`` (the ImageNet feature distance of that same output)."""
         out = self.student(source["frames"], source.get("flow"))
         if self.recording:
             prediction = self.predicted_classes(out, source["labels"].shape[-2:])[:, None]
             self.record("source", frames=source["frames"], labels=source["labels"], prediction=prediction)
-        return out, self.ce(out, source["labels"][:, -1])
+        labels = source["labels"][:, -1]
+        losses = {"source_ce": self.ce(out, labels)}
+        if self.fdist is not None:
+            losses["source_fdist"] = self.fdist(source["frames"][:, -1], out.bottleneck, labels)
+        return out, losses
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self._count_replaced_clips(batch)
@@ -317,6 +332,17 @@ class AdaptationMethod(L.LightningModule):
         elif self.teacher.initial is None or self.teacher.initial_config != config:
             self.teacher.set_initial(instantiate(config), config)
 
+    def match_fdist_weights(self, state_dict: dict) -> None:
+        """A run resumed with method.fdist switched since its checkpoint: the frozen encoder's weights are
+        dropped from the checkpoint (off now) or taken from this run's construction (on now: its ImageNet or
+        initial weights), so that the rest loads."""
+        stored = [k for k in state_dict if k.startswith("fdist.")]
+        if self.fdist is None:
+            for key in stored:
+                del state_dict[key]
+        elif not stored:
+            state_dict.update({f"fdist.{k}": v for k, v in self.fdist.state_dict().items()})
+
     def load_run_weights(self, checkpoint: dict) -> None:
         """The weights of a checkpoint written by a run of this config (student, teacher and, while it labels,
         the teacher's start network)."""
@@ -325,6 +351,7 @@ class AdaptationMethod(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.restore_initial_labeller(checkpoint)
+        self.match_fdist_weights(checkpoint["state_dict"])
         per_rank = checkpoint.get("dastc_rng_per_rank")
         if per_rank is not None and len(per_rank) != (self.trainer.world_size if self._trainer else 1):
             log.warning(

@@ -100,16 +100,16 @@ class DASTC(TPS):
     # --- the algorithm ----------------------------------------------------------------------------------------
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
-        source_out, source_ce = self.source_loss(source)
+        source_out, losses = self.source_loss(source)
         if self.adaptation_step < 0:
-            return {"source_ce": source_ce}
+            return losses
         pseudo = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
         self.record("target", frames=augmented, pseudo=pseudo.labels, confidence=pseudo.confidence)
         view = self.student_view(target, augmented)
         target_out = self.student(view["frames"], view["flow"])
         target_ce = self.ce(target_out, pseudo.labels[:, -1], aux_labels=pseudo.aux)
-        losses = {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
+        losses["target_ce"] = self.lambda_target * target_ce
         if self.fusion.image or self.fusion.feature:
             rare = batch.get("rare") if self.fusion.rare_class_paste else None
             losses.update(self.fusion_losses(source, target, augmented, pseudo, rare))

@@ -120,16 +120,16 @@ class TPS(AdaptationMethod):
 
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
-        _, source_ce = self.source_loss(source)
+        _, losses = self.source_loss(source)
         if self.adaptation_step < 0:
-            return {"source_ce": source_ce}
+            return losses
         pseudo = self.pseudo_labels(target)
         augmented = self.augmented_target(target)
         self.record("target", frames=augmented, pseudo=pseudo.labels, confidence=pseudo.confidence)
         view = self.student_view(target, augmented)
         out = self.student(view["frames"], view["flow"])
         target_ce = self.ce(out, pseudo.labels[:, -1], aux_labels=pseudo.aux)
-        losses = {"source_ce": source_ce, "target_ce": self.lambda_target * target_ce}
+        losses = {**losses, "target_ce": self.lambda_target * target_ce}
         if self.mic.enabled:
             losses["target_mic"] = self.mic_loss(view, pseudo)
         return losses

@@ -130,6 +130,11 @@ class DilatedResNet(nn.Module):
         layers += [block(self.inplanes, planes, 1, dilation, None, stride_in_1x1) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """layer4's output of normalised images: the bottleneck (DeepLabV2 runs the stages itself, split)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
 
 class ClassifierModule(nn.Module):
     """DeepLab-v2's ASPP classifier: the sum of four dilated 3x3 convolutions (with bias)."""
@@ -233,13 +238,22 @@ class DeepLabV2(nn.Module):
         for name in ("layer1", "layer2")[SPLITS.index(self.shallow_split) :]:
             x = self._layer(getattr(t, name), x)
         mid = self._layer(t.layer3, x)
-        logits, features = self.head(self._layer(t.layer4, mid))
+        bottleneck = self._layer(t.layer4, mid)
+        logits, features = self.head(bottleneck)
         return SegmentationOutput(
-            logits=logits, aux_logits=self.aux_head(mid), features=features, shallow=shallow
+            logits=logits,
+            aux_logits=self.aux_head(mid),
+            features=features,
+            shallow=shallow,
+            bottleneck=bottleneck,
         )
 
     def forward(self, x: torch.Tensor) -> SegmentationOutput:
         return self.forward_from_shallow(self.encode_shallow(x))
+
+    def bottleneck_encoder(self) -> nn.Module:
+        """Images -> layer4's output (see dastc.models.output)."""
+        return nn.Sequential(self.input_norm, self.trunk)
 
     def _layer(self, layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if not (self.activation_checkpointing and torch.is_grad_enabled()):

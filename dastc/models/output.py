@@ -11,6 +11,10 @@ Two kinds of networks:
   -> SegmentationOutput``; ``fallback`` [B, H, W] (bool, at the frames' size) marks current-frame pixels
   whose flow is not to be trusted (pasted objects without a valid flow): a network that fuses the previous
   frame uses the current frame's own scores there.
+
+Both kinds also give ``bottleneck_encoder()``: a module from images [B, 3, H, W] to the output's ``bottleneck``
+built from the network's own modules, so that a deep copy of it copies the encoder alone (the frozen ImageNet
+encoder of the feature distance, dastc.methods.feature_distance).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class SegmentationOutput:
     (current frame); ``branch_logits`` the un-fused per-branch outputs of a video network (``"current"``,
     ``"previous_warped"``); ``previous`` the previous frame's own output (on its own grid, computed without
     gradients) when a video network ran one: the category-aware alignment aggregates it with the current frame.
+    ``bottleneck`` is the encoder's last feature map (the current frame's): the ImageNet feature distance
+    compares it with a frozen ImageNet encoder's.
     """
 
     logits: torch.Tensor
@@ -38,3 +44,4 @@ class SegmentationOutput:
     shallow: list[torch.Tensor] | None = None
     branch_logits: dict[str, torch.Tensor] | None = None
     previous: SegmentationOutput | None = None
+    bottleneck: torch.Tensor | None = None

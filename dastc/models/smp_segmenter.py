@@ -58,6 +58,13 @@ def batch_norm_to_group_norm(module: nn.Module, groups: int = 8) -> None:
             batch_norm_to_group_norm(child, groups)
 
 
+class LastFeature(nn.Module):
+    """The last map of an smp encoder's feature list."""
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return features[-1]
+
+
 # Stage functions per encoder family; looked up at call time (no closures: the EMA teacher is a deep copy).
 STAGES = {ResNetEncoder: _resnet_stage, MixVisionTransformerEncoder: _mit_stage}
 
@@ -137,8 +144,15 @@ class SmpSegmenter(nn.Module):
     def _decode(self, features: list[torch.Tensor], shallow) -> SegmentationOutput:
         decoded = self.net.decoder(features)
         return SegmentationOutput(
-            logits=self.net.segmentation_head(decoded), features=decoded, shallow=shallow
+            logits=self.net.segmentation_head(decoded),
+            features=decoded,
+            shallow=shallow,
+            bottleneck=features[-1],
         )
+
+    def bottleneck_encoder(self) -> nn.Module:
+        """Images -> the encoder's last feature map (see dastc.models.output)."""
+        return nn.Sequential(self.input_norm, self.net.encoder, LastFeature())
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``head``: the classifier (trained at ``method.optim.head_lr_mult`` x lr); ``backbone``: the rest."""

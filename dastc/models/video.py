@@ -41,6 +41,9 @@ class VideoNet(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return self.frame_net.param_groups()
 
+    def bottleneck_encoder(self) -> nn.Module:
+        return self.frame_net.bottleneck_encoder()
+
 
 class SingleFrame(VideoNet):
     """Segments the current frame alone: the per-frame baseline."""
@@ -103,6 +106,7 @@ class ACCEL(VideoNet):
             shallow=current.shallow,
             branch_logits={"current": current.logits, "previous_warped": warped},
             previous=previous,
+            bottleneck=current.bottleneck,
         )
 
     @staticmethod
