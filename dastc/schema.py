@@ -123,6 +123,21 @@ class SmpSchema(BackboneSchema):
 
 
 @dataclass
+class MultiresSchema:
+    """conf/multires/hrda.yaml: HRDA's multi-resolution wrapper (docs/method.md, Multi-resolution training and
+    inference)."""
+
+    context_scale: float = check(above=0, high=1)
+    detail_fraction: float = check(above=0, high=1)
+    detail_loss_weight: float = probability()
+    sliding_stride: float = check(above=0, high=1)
+    attention_classwise: bool = True
+    attention_channels: int = check(low=1)
+    context_multiple: int = check(low=1)
+    detail_multiple: int = check(low=1)
+
+
+@dataclass
 class OptimSchema:
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = check(above=0)
@@ -224,7 +239,12 @@ def validate_config(cfg: DictConfig) -> None:
     """Check the composed config's key values against the schemas above before anything is built; the first
     bad value raises ConfigError naming the key, the value and what is allowed."""
     check_node(cfg, TopSchema, "")
-    for group, schema in (("dataset", DatasetSchema), ("method", MethodSchema), ("trainer", TrainerSchema)):
+    for group, schema in (
+        ("dataset", DatasetSchema),
+        ("method", MethodSchema),
+        ("trainer", TrainerSchema),
+        ("multires", MultiresSchema),
+    ):
         check_node(cfg.get(group), schema, group)
     backbone = cfg.get("backbone")
     if isinstance(backbone, DictConfig):
