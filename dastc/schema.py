@@ -334,12 +334,11 @@ def describe(kind: Any, meta: Any) -> str:
         low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
         if low is not None and high is not None:
             text += f" from {shown(low)} to {shown(high)}"
-        elif low is not None:
-            text += f" >= {shown(low)}"
-        elif high is not None:
-            text += f" <= {shown(high)}"
-        if above is not None:
-            text += f" > {shown(above)}"
+        else:  # e.g. "> 0 and <= 1"
+            bounds = [
+                f"{op} {shown(v)}" for op, v in ((">=", low), (">", above), ("<=", high)) if v is not None
+            ]
+            text += "".join(f" {b}" if i == 0 else f" and {b}" for i, b in enumerate(bounds))
         if meta.get("also"):
             text += " (or " + ", ".join(shown(v) for v in meta["also"]) + ")"
     return text
