@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from hydra.utils import instantiate
 from real_fixtures import SYNTHIA_TINY, write_synthia_benchmark
 from test_entry_points import run
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from dastc.checkpoint import backbone_difference, describe_model
 from dastc.config import compose_config
@@ -219,19 +222,46 @@ def test_train_mode_runs_one_window_and_eval_mode_slides(video):
     assert torch.equal(direct.logits, split.logits)  # forward == forward_from_shallow(encode_shallow)
 
 
+# torch's tensor factories: a call from dastc code without ``device=`` makes a CPU tensor, wrong on a GPU.
+FACTORIES = {
+    torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch.linspace, torch.eye, torch.tensor,
+    torch.as_tensor, torch.rand, torch.randn, torch.randint, torch.randperm,
+}  # fmt: skip
+
+
+class DevicelessFactories(TorchFunctionMode):
+    """Records every tensor factory call made from dastc's code (``where``) and those without a device
+    (``deviceless``); ``x.new_zeros(...)``, ``torch.zeros_like(x)`` and the like take the data's device."""
+
+    def __init__(self):
+        super().__init__()
+        self.where, self.deviceless = [], []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        caller = sys._getframe(1).f_code
+        if func in FACTORIES and f"{os.sep}dastc{os.sep}" in caller.co_filename:
+            self.where.append(caller.co_name)
+            if kwargs.get("device") is None:
+                self.deviceless.append(f"{caller.co_filename}:{caller.co_name}: torch.{func.__name__}")
+        return func(*args, **kwargs)
+
+
 @pytest.mark.parametrize("backbone", ["smp_unet", "accel"])
-def test_no_tensor_is_made_off_the_datas_device(backbone):
-    # On the meta device a tensor made without the data's device would be a CPU tensor meeting meta ones: an
-    # error. Both paths, both backbones, and the loss with its window.
+def test_no_tensor_is_made_without_the_datas_device(backbone):
+    # Both paths, both kinds of backbone, and the loss with its window's labels.
     overrides = ["multires=hrda", f"backbone={backbone}", "backbone.pretrained=null"]
     overrides += ["backbone.depth=18"] if backbone == "accel" else []
-    net = instantiate(compose_config("train", overrides).backbone).to("meta")
-    frames, flow = torch.rand(2, 2, 3, 64, 128, device="meta"), torch.zeros(2, 1, 2, 64, 128, device="meta")
-    labels = torch.zeros(2, 64, 128, dtype=torch.long, device="meta")
-    for training in (True, False):
-        out = net.train(training)(frames, flow)
-        assert (out.detail is not None) == training
-        assert segmentation_loss(out, labels).device.type == "meta"
+    net = instantiate(compose_config("train", overrides).backbone)
+    frames, flow = torch.rand(2, 2, 3, 64, 128), torch.zeros(2, 1, 2, 64, 128)
+    labels = torch.zeros(2, 64, 128, dtype=torch.long)
+    with DevicelessFactories() as factories:
+        for training in (True, False):
+            out = net.train(training)(frames, flow)
+            assert (out.detail is not None) == training
+            segmentation_loss(out, labels)
+    assert "_interpolation" in factories.where and "random_window" in factories.where  # the mode sees them
+    assert factories.deviceless == []
 
 
 # --- config -------------------------------------------------------------------------------------------------------
