@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from dastc.checkpoint import backbone_difference, describe_model
 from dastc.config import compose_config
 from dastc.errors import ConfigError
+from dastc.methods.fusion import blend_features
 from dastc.methods.losses import segmentation_loss, window_labels
 from dastc.models.multires import MultiResolution, slide_positions, window
 from dastc.models.output import DetailCrop, SegmentationOutput
@@ -200,6 +201,45 @@ def test_the_detail_loss_is_hrdas_share_of_the_windows_cross_entropy():
     window_ce = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)) + math.log(2)) / 3
     want = 0.9 * math.log(2) + 0.1 * window_ce
     assert segmentation_loss(out, labels).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_sizes_round_to_the_multiples_the_networks_need():
+    net = MultiResolution(Stub(known_outputs))  # context_multiple 8, detail_multiple 8
+    assert net.context_size(64, 128) == (32, 64) and net.context_size(36, 100) == (
+        16,
+        48,
+    )  # 18 -> 16, 50 -> 48
+    assert net.context_size(4, 6) == (4, 6)  # never above the input
+    # windows in cells of the coarsest shallow map: DeepLab-v2's 129 x 257 at 512 x 1024 -> 64 x 128
+    assert (net.window_side(129), net.window_side(257), net.window_side(17), net.window_side(5)) == (
+        64,
+        128,
+        8,
+        5,
+    )
+
+
+def test_feature_mixing_mixes_both_resolutions_of_whole_frames():
+    # Mixing everything with weight 1 gives the other clip's state: the output is the other clip's, window
+    # and all (same random state), which holds only if every tensor of the state covers the whole frame.
+    cfg = compose_config("train", ["multires=hrda", "backbone.temporal=flow_fusion"])
+    net = instantiate(cfg.backbone).train()
+    own, other = torch.rand(2, 2, 3, 64, 128), torch.rand(2, 2, 3, 64, 128)
+    flow = torch.zeros(2, 1, 2, 64, 128)
+    everywhere = torch.ones(2, 2, 64, 128, dtype=torch.bool)
+    mixed = [
+        blend_features(a, b, everywhere, 1.0)
+        for a, b in zip(net.encode_shallow(own), net.encode_shallow(other), strict=True)
+    ]
+    assert (
+        len(mixed) == 6
+    )  # the U-Net's input, stride 2 and stride 4 maps: context pass, then full resolution
+    torch.manual_seed(0)
+    from_mixed = net(own, flow, shallow=mixed)
+    torch.manual_seed(0)
+    direct = net(other, flow)
+    assert torch.allclose(from_mixed.logits, direct.logits, atol=1e-4)  # own + (other - own): rounding
+    assert from_mixed.detail.span == direct.detail.span
 
 
 # --- the two paths, inside the video networks, on any device ------------------------------------------------------
