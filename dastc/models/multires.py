@@ -120,13 +120,11 @@ class MultiResolution(nn.Module):
         attention = self.attention(context.features)
         full = list(shallow[half:])
         windows = [self.random_window(full)] if self.training else self.sliding_windows(full)
-        crops = [
-            torch.cat(
-                [s[..., w.slices[k][0] : w.slices[k][1], w.slices[k][2] : w.slices[k][3]] for w in windows]
-            )
+        cut = [
+            [s[..., r0:r1, c0:c1] for r0, r1, c0, c1 in (w.slices[k] for w in windows)]
             for k, s in enumerate(full)
         ]
-        detail = self.frame_net.forward_from_shallow(crops)
+        detail = self.frame_net.forward_from_shallow([c[0] if len(c) == 1 else torch.cat(c) for c in cut])
         logits = fuse(context.logits, detail.logits, attention, windows)
         aux = None
         if context.aux_logits is not None and detail.aux_logits is not None:
@@ -258,12 +256,11 @@ def _interpolation(
     at = (positions - low) / (high - low) * (source - 1) if high > low else positions * 0
     at = at.clamp(0, source - 1)
     at = torch.where((at - at.round()).abs() < 1e-4, at.round(), at)  # on a cell: exactly that cell
-    base = at.floor().clamp(max=max(source - 2, 0))
-    frac = (at - base)[:, None]
-    weights = torch.zeros(len(at), source, device=like.device, dtype=torch.float32)
-    weights.scatter_(1, base.long()[:, None], 1 - frac)
-    if source > 1:
-        weights.scatter_add_(1, base.long()[:, None] + 1, frac)
+    base = at.floor().clamp(max=max(source - 2, 0))[:, None]
+    frac = at[:, None] - base
+    cells = torch.arange(source, device=like.device, dtype=torch.float32)
+    # each row: 1 - frac on its cell below, frac on the one above (no scatter: deterministic on any device)
+    weights = (cells == base) * (1 - frac) + (cells == base + 1) * frac
     return weights.to(like.dtype)
 
 
