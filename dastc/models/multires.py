@@ -113,10 +113,6 @@ class MultiResolution(nn.Module):
     def forward_from_shallow(self, shallow: list[torch.Tensor]) -> SegmentationOutput:
         half = len(shallow) // 2
         context = self.frame_net.forward_from_shallow(list(shallow[:half]))
-        if context.features is None:
-            raise ValueError(
-                "multires needs a frame network that returns its features (the attention's input)"
-            )
         attention = self.attention(context.features)
         full = list(shallow[half:])
         windows = [self.random_window(full)] if self.training else self.sliding_windows(full)
