@@ -80,10 +80,12 @@ SPEED_AND_INIT_KEYS = ("pretrained", "num_classes", "activation_checkpointing")
 
 
 def describe_model(cfg: DictConfig | dict) -> dict:
-    """What must match for weights to fit: the backbone config (without its weights file) and the classes."""
+    """What must match for weights to fit: the backbone config (without its weights file), the multi-resolution
+    wrapper around it and the classes."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
     backbone = {k: v for k, v in cfg["backbone"].items() if k not in SPEED_AND_INIT_KEYS}
+    backbone["multires"] = cfg.get("multires")  # the group itself: the backbone only refers to it
     return {"backbone": backbone, "classes": list(cfg["dataset"]["class_names"])}
 
 

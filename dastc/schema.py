@@ -135,6 +135,21 @@ class SmpSchema(BackboneSchema):
 
 
 @dataclass
+class MultiresSchema:
+    """conf/multires/hrda.yaml: HRDA's multi-resolution wrapper (docs/method.md, Multi-resolution training and
+    inference)."""
+
+    context_scale: float = check(above=0, high=1)
+    detail_fraction: float = check(above=0, high=1)
+    detail_loss_weight: float = probability()
+    sliding_stride: float = check(above=0, high=1)
+    attention_classwise: bool = True
+    attention_channels: int = check(low=1)
+    context_multiple: int = check(low=1)
+    detail_multiple: int = check(low=1)
+
+
+@dataclass
 class OptimSchema:
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = check(above=0)
@@ -258,7 +273,12 @@ def validate_config(cfg: DictConfig) -> None:
     """Check the composed config's key values against the schemas above before anything is built; the first
     bad value raises ConfigError naming the key, the value and what is allowed."""
     check_node(cfg, TopSchema, "")
-    for group, schema in (("dataset", DatasetSchema), ("method", MethodSchema), ("trainer", TrainerSchema)):
+    for group, schema in (
+        ("dataset", DatasetSchema),
+        ("method", MethodSchema),
+        ("trainer", TrainerSchema),
+        ("multires", MultiresSchema),
+    ):
         check_node(cfg.get(group), schema, group)
     fdist = cfg.get("method", {}).get("fdist")
     if isinstance(fdist, DictConfig) and fdist.get("enabled") and "class_names" in cfg.get("dataset", {}):
@@ -351,12 +371,11 @@ def describe(kind: Any, meta: Any) -> str:
         low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
         if low is not None and high is not None:
             text += f" from {shown(low)} to {shown(high)}"
-        elif low is not None:
-            text += f" >= {shown(low)}"
-        elif high is not None:
-            text += f" <= {shown(high)}"
-        if above is not None:
-            text += f" > {shown(above)}"
+        else:  # e.g. "> 0 and <= 1"
+            bounds = [
+                f"{op} {shown(v)}" for op, v in ((">=", low), (">", above), ("<=", high)) if v is not None
+            ]
+            text += "".join(f" {b}" if i == 0 else f" and {b}" for i, b in enumerate(bounds))
         if meta.get("also"):
             text += " (or " + ", ".join(shown(v) for v in meta["also"]) + ")"
     return text

@@ -10,7 +10,7 @@ from dastc.config import CONFIG_DIR, compose_config, run_dir_of
 from dastc.errors import ConfigError
 from dastc.train import train
 
-GROUPS = ["dataset", "backbone", "method", "trainer", "logger", "callbacks", "experiment"]
+GROUPS = ["dataset", "backbone", "method", "multires", "trainer", "logger", "callbacks", "experiment"]
 
 
 def _options(group):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dastc.models.multires import sample_span
 from dastc.models.output import SegmentationOutput
 
 
@@ -44,9 +45,52 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """Main cross-entropy plus ``aux_weight`` x the auxiliary head's, when the network has one; the auxiliary
     head learns from ``aux_labels`` when given (a teacher's auxiliary pseudo-labels), else from ``labels``.
-    ``weights`` [B] weight each image's pixels in both (see ``cross_entropy``)."""
-    loss = cross_entropy(out.logits, labels, ignore_index, weights)
-    if out.aux_logits is not None and aux_weight:
+    ``weights`` [B] weight each image's pixels in both (see ``cross_entropy``).
+
+    An output that carries HRDA's detail window (``out.detail``, dastc.models.multires) gets HRDA's loss:
+    (1 - lambda_d) x that of the fused prediction + lambda_d x the same loss of the window's own prediction on
+    the labels inside the window (HRDA, Hoyer et al. ECCV 2022; lambda_d = ``out.detail.weight``)."""
+    loss = _heads_loss(out.logits, out.aux_logits, labels, aux_weight, ignore_index, aux_labels, weights)
+    detail = out.detail
+    if detail is None:
+        return loss
+    window = _heads_loss(
+        detail.output.logits,
+        detail.output.aux_logits,
+        labels,
+        aux_weight,
+        ignore_index,
+        aux_labels,
+        weights,
+        detail.span,
+    )
+    return (1 - detail.weight) * loss + detail.weight * window
+
+
+def _heads_loss(
+    logits, aux_logits, labels, aux_weight, ignore_index, aux_labels, weights=None, span=None
+) -> torch.Tensor:
+    """Main + ``aux_weight`` x auxiliary cross-entropy; with ``span``, of a window's logits against the labels
+    inside it (window_labels)."""
+    loss = _window_ce(logits, labels, ignore_index, weights, span)
+    if aux_logits is not None and aux_weight:
         aux_labels = labels if aux_labels is None else aux_labels
-        loss = loss + aux_weight * cross_entropy(out.aux_logits, aux_labels, ignore_index, weights)
+        loss = loss + aux_weight * _window_ce(aux_logits, aux_labels, ignore_index, weights, span)
     return loss
+
+
+def _window_ce(logits, labels, ignore_index, weights, span) -> torch.Tensor:
+    if span is None:
+        return cross_entropy(logits, labels, ignore_index, weights)
+    return cross_entropy(*window_labels(logits, labels, span), ignore_index, weights)
+
+
+def window_labels(
+    logits: torch.Tensor, labels: torch.Tensor, span: tuple[float, float, float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window's logits [B, C, h, w] and the labels [B, H, W] of the whole input inside it, on the labels' grid:
+    the label pixels whose positions lie within ``span`` (fractions of the input, corner-aligned), and the
+    logits sampled bilinearly there. The labels may be on another grid than the network's input (TPS's
+    rescaled target pair): positions are fractions of the frame on both."""
+    (r0, r1), (c0, c1), sampled = sample_span(logits, span, labels.shape[-2:])
+    return sampled, labels[..., r0:r1, c0:c1]

@@ -36,6 +36,8 @@ class SegmentationOutput:
     gradients) when a video network ran one: the category-aware alignment aggregates it with the current frame.
     ``bottleneck`` is the encoder's last feature map (the current frame's): the ImageNet feature distance
     compares it with a frozen ImageNet encoder's.
+    ``detail`` HRDA's detail branch alone on its window (``dastc.models.multires``, training path only): the
+    methods' cross-entropy adds its own loss on the labels inside the window.
     """
 
     logits: torch.Tensor
@@ -45,3 +47,19 @@ class SegmentationOutput:
     branch_logits: dict[str, torch.Tensor] | None = None
     previous: SegmentationOutput | None = None
     bottleneck: torch.Tensor | None = None
+    detail: DetailCrop | None = None
+
+
+@dataclass
+class DetailCrop:
+    """A frame network's output on one window of its input (HRDA's detail crop, dastc.models.multires).
+
+    ``span`` = (top, bottom, left, right): where the output's first and last rows and columns lie on the whole
+    input, as fractions of it, corner-aligned (0: the input's first pixel row or column, 1: its last), as
+    ``dastc.methods.losses.upsample_to`` places logits on labels; ``weight`` is HRDA's lambda_d, the share of
+    the loss this window's own cross-entropy takes.
+    """
+
+    output: SegmentationOutput
+    span: tuple[float, float, float, float]
+    weight: float

@@ -10,7 +10,7 @@ be split for feature-level mixing.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import segmentation_models_pytorch as smp
 import torch
@@ -19,6 +19,7 @@ from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
 from torch import nn
 
 from dastc.models.input_norm import IMAGENET_MEAN, IMAGENET_STD, InputNorm
+from dastc.models.multires import with_multires
 from dastc.models.output import SegmentationOutput
 from dastc.models.video import ACCEL, SingleFrame
 from dastc.models.weights import load_smp_encoder, resolve_smp_encoder
@@ -161,10 +162,13 @@ class SmpSegmenter(nn.Module):
         return {"backbone": [p for p in self.parameters() if id(p) not in head_ids], "head": head}
 
 
-def smp_video(num_classes: int, temporal: str = "flow_fusion", **smp_kwargs) -> nn.Module:
+def smp_video(
+    num_classes: int, temporal: str = "flow_fusion", multires: Mapping | None = None, **smp_kwargs
+) -> nn.Module:
     """An smp frame network inside a video network: ``temporal="flow_fusion"`` (ACCEL's two-frame score fusion)
-    or ``"current_frame"`` (the current frame alone)."""
+    or ``"current_frame"`` (the current frame alone); inside HRDA's multi-resolution wrapper when ``multires``
+    is set (conf/multires/)."""
     wrappers = {"flow_fusion": ACCEL, "current_frame": SingleFrame}
     if temporal not in wrappers:
         raise ValueError(f"backbone.temporal must be one of {sorted(wrappers)}, got {temporal!r}")
-    return wrappers[temporal](SmpSegmenter(num_classes, **smp_kwargs))
+    return wrappers[temporal](with_multires(SmpSegmenter(num_classes, **smp_kwargs), multires))

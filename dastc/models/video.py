@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dastc.flow.warp import warp
+from dastc.models.multires import with_multires
 from dastc.models.output import SegmentationOutput
 
 
@@ -99,11 +103,11 @@ class ACCEL(VideoNet):
         if current.aux_logits is not None:
             warped_aux = self._warped(previous.aux_logits, current.aux_logits, flow, fallback)
             fused_aux = self.fusion(torch.cat((current.aux_logits, warped_aux), 1))
-        return SegmentationOutput(
+        # The current frame's other fields (features, shallow state, a multi-resolution detail window) go on.
+        return replace(
+            current,
             logits=fused,
             aux_logits=fused_aux,
-            features=current.features,
-            shallow=current.shallow,
             branch_logits={"current": current.logits, "previous_warped": warped},
             previous=previous,
             bottleneck=current.bottleneck,
@@ -125,8 +129,9 @@ class ACCEL(VideoNet):
         return {"backbone": groups["backbone"], "head": groups["head"] + list(self.fusion.parameters())}
 
 
-def accel_deeplabv2(num_classes: int, **deeplab_kwargs) -> ACCEL:
-    """``backbone=accel``: ACCEL around DeepLab-v2 (keyword arguments as dastc.models.deeplabv2.DeepLabV2)."""
+def accel_deeplabv2(num_classes: int, multires: Mapping | None = None, **deeplab_kwargs) -> ACCEL:
+    """``backbone=accel``: ACCEL around DeepLab-v2 (keyword arguments as dastc.models.deeplabv2.DeepLabV2),
+    inside HRDA's multi-resolution wrapper when ``multires`` is set (conf/multires/)."""
     from dastc.models.deeplabv2 import DeepLabV2
 
-    return ACCEL(DeepLabV2(num_classes, **deeplab_kwargs))
+    return ACCEL(with_multires(DeepLabV2(num_classes, **deeplab_kwargs), multires))
