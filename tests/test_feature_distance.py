@@ -304,7 +304,10 @@ def test_training_with_fdist_on_a_synthia_seq_copy_both_stages(tmp_path):
         ["backbone=smp_unet"],
         ["backbone=deeplabv3plus", "backbone.encoder_name=resnet18"],
         ["backbone=segformer", "backbone.encoder_name=mit_b0"],
-        [*ACCEL, "multires=hrda"],  # the context pass's bottleneck: the frozen copy sees the input at its scale
+        [
+            *ACCEL,
+            "multires=hrda",
+        ],  # the context pass's bottleneck: the frozen copy sees the input at its scale
         ["backbone=segformer", "backbone.encoder_name=mit_b0", "multires=hrda"],
     ],
     ids=["accel", "smp_unet", "deeplabv3plus", "segformer", "accel+hrda", "segformer+hrda"],
