@@ -2,14 +2,13 @@
 draws, its rebuildability from the sample index, the class index's pixel counts it reads and the CLI."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from real_fixtures import SYNTHIA_TINY, write_synthia_benchmark
+from test_config_validation import train_cli as run_training
+from test_datamodule import Numbers
 
 from dastc.build import build_datamodule
 from dastc.data import class_index
@@ -101,17 +100,6 @@ def test_drawn_clips_follow_the_class_mixture():
     assert counts[3] > 4 * counts[1]  # the clip of the rarest classes comes far more often than a road clip
 
 
-class Numbers(torch.utils.data.Dataset):
-    def __init__(self, n):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return i
-
-
 def test_each_sample_is_rebuilt_from_its_index_and_the_target_stream_is_unchanged():
     index = build_class_index(Frames(), NUM_CLASSES, progress=False)
     rcs = RareClassSampling(index, T, MIN_PIXELS, seed=3)
@@ -168,15 +156,8 @@ def test_bad_rcs_values_are_named(make_cfg, override):
 
 
 def train_cli(tmp_path, *overrides):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "dastc.train", f"paths.output_dir={tmp_path / 'run'}", *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """A CLI training run that must succeed; its output."""
+    proc = run_training(tmp_path, *overrides)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] > 0
     return proc.stdout + proc.stderr
