@@ -15,7 +15,7 @@ import pytest
 from dastc.config import compose_config
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
-METHODS = ("source_only", "tps", "dastc")
+METHODS = ("source_only", "tps", "dastc", "dastc_hrda_mic")  # what the check runs, in its order
 
 
 @pytest.fixture
@@ -52,6 +52,8 @@ def check_rows(proc, result: dict, precisions: tuple[str, ...], steps: int) -> d
         assert f"| {method} | {precision} |" in proc.stdout
         if method == "dastc":  # feature-level fusion ran from step 0, on top of TPS's terms
             assert {"source_ce", "target_ce", "feat_s2t_ce", "feat_t2s_ce"} <= set(run["loss_terms"])
+        if method == "dastc_hrda_mic":  # and the image-DA options of the preset
+            assert {"feat_s2t_ce", "target_mic", "source_fdist"} <= set(run["loss_terms"])
     assert result["predict"]["ok"] and result["predict"]["summary"]["frames"] == 3
     return runs
 
@@ -118,7 +120,7 @@ def test_non_finite_or_skipped_steps_are_caught(gpu_check):
     skipped = {"time_s": 1.0, "skipped": True, "terms": {}}
     assert "step 0 was skipped" in finite_losses("tps", [skipped])[1]
     no_fusion = {**good, "terms": {"source_ce": 2.0}}
-    assert "feature fusion did not run" in finite_losses("dastc", [no_fusion])[1]
+    assert "feat_s2t_ce, feat_t2s_ce not logged" in finite_losses("dastc", [no_fusion])[1]
     assert finite_losses("source_only", [no_fusion]) == (True, None)
     assert finite_losses("source_only", []) == (False, "no training step ran")
 
@@ -135,12 +137,17 @@ def test_the_cuda_runs_compose_at_the_papers_sizes(gpu_check, tmp_path, method):
     )
     cfg = compose_config("train", overrides)
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
-    assert cfg.trainer.max_steps == 4 and cfg.backbone.depth == 101 and cfg.backbone.pretrained is None
+    assert cfg.trainer.max_steps == 4 and cfg.backbone.pretrained is None
+    if method == "dastc_hrda_mic":  # the beyond-the-paper preset: MiT-B5 with its options on
+        assert cfg.backbone.encoder_name == "mit_b5" and cfg.backbone.multires is not None
+        assert cfg.method.mic.enabled and cfg.method.fdist.enabled and cfg.dataset.rcs.enabled
+    else:
+        assert cfg.backbone.depth == 101
     assert cfg.dataset.source.dataset.crop_bottom == 120 and cfg.dataset.val.label_size is None
     assert list(cfg.dataset.target.dataset.size) == list(cfg.dataset.val.size) == [512, 1024]
     assert cfg.callbacks.gpu_check_probe.out == str(tmp_path / "run" / "gpu_check_probe.json")
-    if method != "source_only":
-        assert cfg.method.hist_match  # the presets' recipe
+    if method in ("tps", "dastc"):
+        assert cfg.method.hist_match  # the paper presets' recipe
     if method == "dastc":
         assert cfg.method.fusion.feature_start == 0 and cfg.model.init_from == str(tps)
 
