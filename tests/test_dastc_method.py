@@ -40,7 +40,9 @@ def _losses(method, batch):
         ("method.fusion.feature=false", {"feat_s2t_ce", "feat_t2s_ce"}),
         ("method.align.enabled=false", {"align"}),
         ("method.fusion.directions=[s2t]", {"mix_t2s_ce", "feat_t2s_ce"}),  # ClassMix as DACS/DAFormer use it
-        ("method.fusion.directions=[t2s]", {"mix_s2t_ce", "feat_s2t_ce"}),
+        pytest.param(  # the mirror case of [s2t]: in the slow set, for time
+            "method.fusion.directions=[t2s]", {"mix_s2t_ce", "feat_s2t_ce"}, marks=pytest.mark.slow
+        ),
     ],
 )
 def test_every_ablation_switch_changes_exactly_the_losses_it_names(data_dir, batch, switch, removed):

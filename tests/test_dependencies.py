@@ -16,7 +16,8 @@ tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Pytho
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-LOCAL = {"dastc", "ddp_worker", "real_fixtures", "test_entry_points", "conftest", "hydra_plugins"}
+# this project: the package, the test modules the tests import from each other, the plugins of Hydra's hook
+LOCAL = {"dastc", "hydra_plugins", *(path.stem for path in (ROOT / "tests").glob("*.py"))}
 
 
 def _requirements(names: list[str]) -> list[Requirement]:
