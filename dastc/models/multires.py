@@ -105,9 +105,7 @@ class MultiResolution(nn.Module):
     # --- the frame-network interface --------------------------------------------------------------------------
     def encode_shallow(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The context pass's shallow state, then the full-resolution input's."""
-        context = F.interpolate(
-            x, size=self.context_size(*x.shape[-2:]), mode="bilinear", align_corners=False
-        )
+        context = context_input(x, self.context_scale, self.context_multiple)
         return [*self.frame_net.encode_shallow(context), *self.frame_net.encode_shallow(x)]
 
     def forward_from_shallow(self, shallow: list[torch.Tensor]) -> SegmentationOutput:
@@ -178,6 +176,12 @@ def context_size(height: int, width: int, scale: float, multiple: int) -> tuple[
     return tuple(min(n, max(multiple, round(n * scale / multiple) * multiple)) for n in (height, width))
 
 
+def context_input(x: torch.Tensor, scale: float, multiple: int) -> torch.Tensor:
+    """Images [B, 3, H, W] resized (bilinear) to the context pass's input size."""
+    size = context_size(*x.shape[-2:], scale, multiple)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class ContextScaled(nn.Module):
     """``module`` applied to its input resized as the context pass resizes it."""
 
@@ -186,8 +190,7 @@ class ContextScaled(nn.Module):
         self.module, self.scale, self.multiple = module, scale, multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = context_size(*x.shape[-2:], self.scale, self.multiple)
-        return self.module(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        return self.module(context_input(x, self.scale, self.multiple))
 
 
 def with_multires(frame_net: nn.Module, multires: Mapping | None) -> nn.Module:
